@@ -1,0 +1,66 @@
+"""Pairwise distance matrices between the embeddings of one batch, in `keras.ops`.
+
+Every distance here is a dissimilarity: 0 for identical vectors, larger for vectors farther
+apart. Mining and losses work on the B x B matrix these functions return.
+"""
+
+from keras import ops
+
+DISTANCES = ("euclidean", "squared_euclidean", "cosine")
+
+
+def check_distance(distance):
+    """Raises a `ValueError` echoing `distance` unless it names a known distance."""
+    if distance not in DISTANCES:
+        raise ValueError(
+            f"`distance` must be one of {', '.join(DISTANCES)}. Received: {distance!r}"
+        )
+
+
+def squared_euclidean(embeddings):
+    """Squared Euclidean distances, clamped at 0 against rounding, with an exact-zero diagonal."""
+    embeddings = ops.cast(embeddings, "float32")
+    squared_norms = ops.sum(ops.square(embeddings), axis=1)
+    dot = ops.matmul(embeddings, ops.transpose(embeddings))
+    squared = squared_norms[:, None] - 2.0 * dot + squared_norms[None, :]
+    squared = ops.maximum(squared, 0.0)
+    off_diagonal = 1.0 - ops.eye(ops.shape(embeddings)[0], dtype="float32")
+    return squared * off_diagonal
+
+
+def euclidean(embeddings):
+    """Euclidean distances, with finite gradients where two embeddings coincide."""
+    squared = squared_euclidean(embeddings)
+    is_zero = ops.less_equal(squared, 0.0)
+    # sqrt has an infinite derivative at 0: take it of 1 there and zero the result, so that
+    # the gradient is 0 instead of NaN for duplicates and the diagonal.
+    safe = ops.where(is_zero, ops.ones_like(squared), squared)
+    return ops.where(is_zero, ops.zeros_like(squared), ops.sqrt(safe))
+
+
+def cosine(embeddings):
+    """Cosine distance, 1 - cosine similarity, in [0, 2]; zero vectors count as orthogonal."""
+    embeddings = ops.cast(embeddings, "float32")
+    norms = ops.sqrt(ops.maximum(ops.sum(ops.square(embeddings), axis=1, keepdims=True), 1e-12))
+    unit = embeddings / norms
+    similarity = ops.matmul(unit, ops.transpose(unit))
+    distances = ops.maximum(1.0 - similarity, 0.0)
+    off_diagonal = 1.0 - ops.eye(ops.shape(embeddings)[0], dtype="float32")
+    return distances * off_diagonal
+
+
+def pairwise_distances(embeddings, distance="euclidean"):
+    """The B x B matrix of `distance` between every pair of rows of `embeddings` [B, D].
+
+    Args:
+        embeddings: float tensor [B, D]; cast to float32 so that mixed-precision models mine in
+            full precision.
+        distance: one of `euclidean`, `squared_euclidean`, `cosine` (1 - cosine similarity).
+
+    Returns:
+        float32 tensor [B, B] with a zero diagonal.
+    """
+    check_distance(distance)
+    return {"euclidean": euclidean, "squared_euclidean": squared_euclidean, "cosine": cosine}[
+        distance
+    ](embeddings)

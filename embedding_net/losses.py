@@ -1,0 +1,90 @@
+"""Losses on (labels, embeddings) of a P x K batch: each composes a distance with a mining rule."""
+
+import keras
+from keras import ops
+
+from embedding_net import mining as rules
+from embedding_net.distances import check_distance, pairwise_distances
+
+
+def _safe_mean(total, count):
+    """`total / count`, and 0 (not NaN) when `count` is 0."""
+    count = ops.cast(count, "float32")
+    return ops.where(count > 0, total / ops.maximum(count, 1.0), ops.zeros_like(total))
+
+
+def triplet_loss(labels, embeddings, margin=0.2, mining_strategy="semi_hard", distance="euclidean"):
+    """The in-batch triplet loss as a function; see `TripletLoss` for the definitions."""
+    labels = ops.reshape(labels, (-1,))
+    distances = pairwise_distances(embeddings, distance)
+    positives = rules.positive_mask(labels)
+    negatives = rules.negative_mask(labels)
+    if mining_strategy == "all":
+        values, valid = rules.batch_all_triplet_values(distances, labels, margin)
+        losses = ops.where(valid, ops.relu(values), ops.zeros_like(values))
+        return _safe_mean(ops.sum(losses), ops.sum(ops.cast(losses > 0, "float32")))
+    if mining_strategy == "hard":
+        has_positive = ops.any(positives, axis=1)
+        losses = ops.relu(
+            rules.hardest_positive(distances, positives)
+            - rules.hardest_negative(distances, negatives)
+            + margin
+        )
+        losses = ops.where(has_positive, losses, ops.zeros_like(losses))
+        return _safe_mean(ops.sum(losses), ops.sum(ops.cast(has_positive, "float32")))
+    if mining_strategy == "semi_hard":
+        negative_distances, has_negative = rules.semi_hard_negative(distances, positives, negatives)
+        valid = ops.logical_and(positives, has_negative[:, None])
+        losses = ops.relu(distances - negative_distances + margin)
+        losses = ops.where(valid, losses, ops.zeros_like(losses))
+        return _safe_mean(ops.sum(losses), ops.sum(ops.cast(valid, "float32")))
+    rules.check_mining(mining_strategy)
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class TripletLoss(keras.losses.Loss):
+    """Triplet margin loss with online mining inside the batch.
+
+    Called as `loss(labels[B], embeddings[B, D])`. With d the chosen distance and m the margin:
+
+    - `all` (batch-all): every valid triplet (a, p, n), p != a of a's class, n of another
+      class; the loss is the sum of max(d(a,p) - d(a,n) + m, 0) over triplets divided by the
+      number of triplets whose value is > 0.
+    - `hard` (batch-hard, Hermans et al. 2017): per anchor, its farthest positive and nearest
+      negative; the mean of max(d_hp - d_hn + m, 0) over anchors that have a positive.
+    - `semi_hard` (FaceNet, Schroff et al. 2015): for every positive pair (a, p), the nearest
+      negative n with d(a,n) > d(a,p), or the farthest negative if there is none; the mean of
+      max(d(a,p) - d(a,n) + m, 0) over positive pairs whose anchor has a negative.
+
+    A batch without a valid pair or triplet gives 0, never NaN.
+
+    Args:
+        margin: the margin m, >= 0.
+        mining: `all`, `hard` or `semi_hard`.
+        distance: `euclidean`, `squared_euclidean` or `cosine` (1 - cosine similarity).
+    """
+
+    def __init__(
+        self,
+        margin=0.2,
+        mining="semi_hard",
+        distance="euclidean",
+        name="triplet_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        rules.check_mining(mining)
+        check_distance(distance)
+        if not margin >= 0:
+            raise ValueError(f"`margin` must be >= 0. Received: {margin!r}")
+        self.margin = float(margin)
+        self.mining = mining
+        self.distance = distance
+
+    def call(self, y_true, y_pred):
+        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"margin": self.margin, "mining": self.mining, "distance": self.distance})
+        return config
