@@ -6,6 +6,10 @@ apart. Mining and losses work on the B x B matrix these functions return.
 
 from keras import ops
 
+# The expansion |a|^2 - 2 a.b + |b|^2 loses about this much, relative to |a|^2 + |b|^2, to
+# float32 rounding; anything below it is indistinguishable from an exact duplicate.
+_RELATIVE_ROUNDING = 4 * 1.1920929e-07
+
 DISTANCES = ("euclidean", "squared_euclidean", "cosine")
 
 
@@ -22,8 +26,9 @@ def squared_euclidean(embeddings):
     embeddings = ops.cast(embeddings, "float32")
     squared_norms = ops.sum(ops.square(embeddings), axis=1)
     dot = ops.matmul(embeddings, ops.transpose(embeddings))
-    squared = squared_norms[:, None] - 2.0 * dot + squared_norms[None, :]
-    squared = ops.maximum(squared, 0.0)
+    norm_sums = squared_norms[:, None] + squared_norms[None, :]
+    squared = norm_sums - 2.0 * dot
+    squared = ops.where(squared <= _RELATIVE_ROUNDING * norm_sums, ops.zeros_like(squared), squared)
     off_diagonal = 1.0 - ops.eye(ops.shape(embeddings)[0], dtype="float32")
     return squared * off_diagonal
 
@@ -43,8 +48,9 @@ def cosine(embeddings):
     embeddings = ops.cast(embeddings, "float32")
     norms = ops.sqrt(ops.maximum(ops.sum(ops.square(embeddings), axis=1, keepdims=True), 1e-12))
     unit = embeddings / norms
-    similarity = ops.matmul(unit, ops.transpose(unit))
-    distances = ops.maximum(1.0 - similarity, 0.0)
+    distances = 1.0 - ops.matmul(unit, ops.transpose(unit))
+    # The same rounding guard as above: |u|^2 + |v|^2 = 2 for unit vectors.
+    distances = ops.where(distances <= 2 * _RELATIVE_ROUNDING, ops.zeros_like(distances), distances)
     off_diagonal = 1.0 - ops.eye(ops.shape(embeddings)[0], dtype="float32")
     return distances * off_diagonal
 

@@ -25,12 +25,13 @@ def triplet_loss(labels, embeddings, margin=0.2, mining_strategy="semi_hard", di
         return _safe_mean(ops.sum(losses), ops.sum(ops.cast(losses > 0, "float32")))
     if mining_strategy == "hard":
         has_positive = ops.any(positives, axis=1)
+        has_triplet = ops.logical_and(has_positive, ops.any(negatives, axis=1))
         losses = ops.relu(
             rules.hardest_positive(distances, positives)
             - rules.hardest_negative(distances, negatives)
             + margin
         )
-        losses = ops.where(has_positive, losses, ops.zeros_like(losses))
+        losses = ops.where(has_triplet, losses, ops.zeros_like(losses))
         return _safe_mean(ops.sum(losses), ops.sum(ops.cast(has_positive, "float32")))
     if mining_strategy == "semi_hard":
         negative_distances, has_negative = rules.semi_hard_negative(distances, positives, negatives)

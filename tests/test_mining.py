@@ -1,0 +1,215 @@
+"""Mining rules checked against brute-force loops over every pair and triplet."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from embedding_net import mining
+from embedding_net.distances import pairwise_distances
+
+
+def to_numpy(tensor):
+    return np.asarray(ops.convert_to_numpy(tensor))
+
+
+def random_labels(rng, batch=12):
+    """Labels with repeated classes and at least one single-image class, shuffled."""
+    sizes = [4, 3, 2, 1, 1, 1]
+    labels = np.repeat(np.arange(len(sizes)), sizes)[:batch]
+    return rng.permutation(labels).astype("int32")
+
+
+def random_distances(seed, batch=12, dim=6):
+    """A real distance matrix (euclidean between random embeddings) and labels."""
+    rng = np.random.default_rng(seed)
+    labels = random_labels(rng, batch)
+    embeddings = rng.normal(size=(batch, dim)).astype("float32")
+    return labels, to_numpy(pairwise_distances(embeddings, "euclidean"))
+
+
+def tied_distances(seed, batch=10):
+    """A symmetric matrix of small integers, zero diagonal: many exact ties d(a, n) == d(a, p)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=batch).astype("int32")
+    upper = np.triu(rng.integers(1, 4, size=(batch, batch)), 1)
+    return labels, (upper + upper.T).astype("float32")
+
+
+def loop_positive(labels):
+    n = len(labels)
+    return np.array([[a != j and labels[a] == labels[j] for j in range(n)] for a in range(n)])
+
+
+def loop_negative(labels):
+    n = len(labels)
+    return np.array([[labels[a] != labels[j] for j in range(n)] for a in range(n)])
+
+
+def loop_semi_hard(distances, labels, a, p):
+    """FaceNet's rule for the pair (a, p), written out: None when a has no negative."""
+    negatives = [float(distances[a, n]) for n in range(len(labels)) if labels[n] != labels[a]]
+    if not negatives:
+        return None
+    farther = [d for d in negatives if d > float(distances[a, p])]
+    return min(farther) if farther else max(negatives)
+
+
+def masks(labels):
+    labels = ops.convert_to_tensor(labels)
+    return mining.positive_mask(labels), mining.negative_mask(labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_masks_match_loops(seed):
+    rng = np.random.default_rng(seed)
+    labels = random_labels(rng)
+    positives, negatives = masks(labels)
+    np.testing.assert_array_equal(to_numpy(positives), loop_positive(labels))
+    np.testing.assert_array_equal(to_numpy(negatives), loop_negative(labels))
+    # Column labels [B, 1] give the same masks.
+    column = ops.convert_to_tensor(labels[:, None])
+    np.testing.assert_array_equal(to_numpy(mining.positive_mask(column)), loop_positive(labels))
+    np.testing.assert_array_equal(to_numpy(mining.negative_mask(column)), loop_negative(labels))
+
+
+def test_masks_edge_cases():
+    distinct = np.arange(5, dtype="int32")
+    positives, negatives = masks(distinct)
+    assert not to_numpy(positives).any()
+    np.testing.assert_array_equal(to_numpy(negatives), ~np.eye(5, dtype=bool))
+    same = np.zeros(5, dtype="int32")
+    positives, negatives = masks(same)
+    np.testing.assert_array_equal(to_numpy(positives), ~np.eye(5, dtype=bool))
+    assert not to_numpy(negatives).any()
+
+
+@pytest.mark.parametrize("make", [random_distances, tied_distances], ids=["random", "ties"])
+def test_hardest_positive_and_negative_match_loops(make):
+    for seed in range(3):
+        labels, distances = make(seed)
+        positives, negatives = masks(labels)
+        d = ops.convert_to_tensor(distances)
+        hardest_positive = to_numpy(mining.hardest_positive(d, positives))
+        hardest_negative = to_numpy(mining.hardest_negative(d, negatives))
+        n = len(labels)
+        for a in range(n):
+            pos = [distances[a, p] for p in range(n) if p != a and labels[p] == labels[a]]
+            neg = [distances[a, j] for j in range(n) if labels[j] != labels[a]]
+            assert hardest_positive[a] == (max(pos) if pos else 0.0), (seed, a)
+            if neg:
+                assert hardest_negative[a] == min(neg), (seed, a)
+            else:
+                assert hardest_negative[a] > distances.max(), (seed, a)
+
+
+def test_hardest_negative_without_negatives_is_above_every_distance():
+    labels = np.zeros(4, dtype="int32")
+    distances = np.array(
+        [[0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6], [3, 5, 6, 0]], dtype="float32"
+    )
+    _, negatives = masks(labels)
+    hardest = to_numpy(mining.hardest_negative(ops.convert_to_tensor(distances), negatives))
+    assert np.all(np.isfinite(hardest))
+    assert np.all(hardest > distances.max())
+
+
+def check_semi_hard(labels, distances):
+    positives, negatives = masks(labels)
+    chosen, has_negative = mining.semi_hard_negative(
+        ops.convert_to_tensor(distances), positives, negatives
+    )
+    chosen, has_negative = to_numpy(chosen), to_numpy(has_negative)
+    n = len(labels)
+    assert chosen.shape == (n, n) and has_negative.shape == (n,)
+    checked = 0
+    for a in range(n):
+        assert bool(has_negative[a]) == any(labels[j] != labels[a] for j in range(n)), a
+        for p in range(n):
+            if p == a or labels[p] != labels[a]:
+                continue
+            want = loop_semi_hard(distances, labels, a, p)
+            if want is None:
+                continue
+            assert chosen[a, p] == np.float32(want), (a, p, chosen[a, p], want)
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("make", [random_distances, tied_distances], ids=["random", "ties"])
+def test_semi_hard_negative_matches_loop(make):
+    checked = sum(check_semi_hard(*make(seed)) for seed in range(4))
+    assert checked > 20  # the batches do contain positive pairs
+
+
+def test_semi_hard_negative_ties_by_hand():
+    """Negatives exactly as far as the positive are not "farther": FaceNet's rule is strict.
+
+    labels [0, 0, 1, 1, 1]; symmetric distances
+        d01=1, d02=1, d03=2, d04=0.5, d12=1, d13=1, d14=0.5, d23=3, d24=2, d34=1.
+    (0,1): negatives {1, 2, 0.5}; strictly > 1: {2}            -> 2   (">=" would give 1)
+    (1,0): negatives {1, 1, 0.5}; none > 1: farthest           -> 1
+    (2,3): negatives {1, 1}; none > 3: farthest                -> 1
+    (2,4): negatives {1, 1}; none > 2: farthest                -> 1
+    (3,2): negatives {2, 1}; none > 3: farthest                -> 2
+    (3,4): negatives {2, 1}; strictly > 1: {2}                 -> 2   (">=" would give 1)
+    (4,2), (4,3): negatives {0.5, 0.5}; none farther: farthest -> 0.5
+    """
+    labels = np.array([0, 0, 1, 1, 1], dtype="int32")
+    upper = {(0, 1): 1.0, (0, 2): 1.0, (0, 3): 2.0, (0, 4): 0.5, (1, 2): 1.0, (1, 3): 1.0,
+             (1, 4): 0.5, (2, 3): 3.0, (2, 4): 2.0, (3, 4): 1.0}
+    distances = np.zeros((5, 5), dtype="float32")
+    for (i, j), value in upper.items():
+        distances[i, j] = distances[j, i] = value
+    positives, negatives = masks(labels)
+    chosen, has_negative = mining.semi_hard_negative(
+        ops.convert_to_tensor(distances), positives, negatives
+    )
+    chosen = to_numpy(chosen)
+    expected = {(0, 1): 2.0, (1, 0): 1.0, (2, 3): 1.0, (2, 4): 1.0, (3, 2): 2.0, (3, 4): 2.0,
+                (4, 2): 0.5, (4, 3): 0.5}
+    for (a, p), value in expected.items():
+        assert chosen[a, p] == value, (a, p, chosen[a, p], value)
+    assert to_numpy(has_negative).all()
+    assert check_semi_hard(labels, distances) == len(expected)
+
+
+def test_semi_hard_negative_without_negatives():
+    labels = np.zeros(4, dtype="int32")
+    distances = np.array(
+        [[0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6], [3, 5, 6, 0]], dtype="float32"
+    )
+    positives, negatives = masks(labels)
+    chosen, has_negative = mining.semi_hard_negative(
+        ops.convert_to_tensor(distances), positives, negatives
+    )
+    assert not to_numpy(has_negative).any()
+    assert np.all(np.isfinite(to_numpy(chosen)))
+
+
+@pytest.mark.parametrize("make", [random_distances, tied_distances], ids=["random", "ties"])
+def test_batch_all_triplet_values_match_loop(make):
+    margin = 0.3
+    labels, distances = make(0)
+    values, valid = mining.batch_all_triplet_values(
+        ops.convert_to_tensor(distances), ops.convert_to_tensor(labels), margin
+    )
+    values, valid = to_numpy(values), to_numpy(valid)
+    n = len(labels)
+    assert values.shape == valid.shape == (n, n, n)
+    count = 0
+    for a in range(n):
+        for p in range(n):
+            for m in range(n):
+                want_valid = p != a and labels[p] == labels[a] and labels[m] != labels[a]
+                assert bool(valid[a, p, m]) == want_valid, (a, p, m)
+                want = float(distances[a, p]) - float(distances[a, m]) + margin
+                assert values[a, p, m] == pytest.approx(want, rel=1e-5, abs=1e-6), (a, p, m)
+                count += want_valid
+    assert count > 0
+
+
+def test_unknown_mining_raises_with_value():
+    for name in ["hardest", "semi-hard", "", None]:
+        with pytest.raises(ValueError) as info:
+            mining.check_mining(name)
+        assert repr(name) in str(info.value)
