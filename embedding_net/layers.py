@@ -1,0 +1,93 @@
+"""Serialisable layers that make a saved model self-contained: preprocessing and normalisation."""
+
+import keras
+from keras import ops
+
+# Per-channel constants of the ImageNet conventions used by keras.applications.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+PREPROCESSING_MODES = ("unit", "tf", "caffe", "torch", "raw")
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class ImagePreprocessing(keras.layers.Layer):
+    """Turns raw uint8 images [B, H, W, C] into what a backbone expects, inside the model.
+
+    Because this layer is part of the saved model, training, evaluation and `test.py` always
+    preprocess alike.
+
+    Args:
+        mode: `unit` (x / 255), `tf` (x / 127.5 - 1), `caffe` (RGB -> BGR, minus the ImageNet
+            mean), `torch` (x / 255, then ImageNet mean and std) or `raw` (float, unchanged:
+            for backbones that rescale themselves, such as EfficientNet).
+        output_channels: 1 or 3; grayscale inputs are repeated to 3 channels when 3 are asked.
+    """
+
+    def __init__(self, mode="unit", output_channels=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ValueError(
+                f"`mode` must be one of {', '.join(PREPROCESSING_MODES)}. Received: {mode!r}"
+            )
+        if output_channels not in (None, 1, 3):
+            raise ValueError(f"`output_channels` must be None, 1 or 3. Received: {output_channels!r}")
+        self.mode = mode
+        self.output_channels = output_channels
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        if self.output_channels == 3 and x.shape[-1] == 1:
+            x = ops.repeat(x, 3, axis=-1)
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            if x.shape[-1] == 3:
+                x = ops.flip(x, axis=-1)
+                return x - ops.convert_to_tensor(_CAFFE_BGR_MEAN, self.compute_dtype)
+            return x - ops.cast(sum(_CAFFE_BGR_MEAN) / 3.0, self.compute_dtype)
+        if self.mode == "torch":
+            x = x / 255.0
+            if x.shape[-1] == 3:
+                mean = ops.convert_to_tensor(_TORCH_MEAN, self.compute_dtype)
+                std = ops.convert_to_tensor(_TORCH_STD, self.compute_dtype)
+                return (x - mean) / std
+            return (x - sum(_TORCH_MEAN) / 3.0) / (sum(_TORCH_STD) / 3.0)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        channels = self.output_channels or input_shape[-1]
+        return (*input_shape[:-1], channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode, "output_channels": self.output_channels})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class L2Normalization(keras.layers.Layer):
+    """Scales each vector to unit Euclidean length (the last axis), computed in float32.
+
+    Args:
+        epsilon: lower bound on the squared norm, so a zero vector stays finite.
+    """
+
+    def __init__(self, epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+        return x * ops.rsqrt(ops.maximum(squared_norm, self.epsilon))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon})
+        return config

@@ -1,0 +1,57 @@
+"""The embedding model: raw uint8 images in, unit-length embeddings out."""
+
+import keras
+
+from embedding_net.backbones import build_backbone, get_backbone
+from embedding_net.layers import ImagePreprocessing, L2Normalization
+
+POOLINGS = ("avg", "max")
+
+
+def build_embedding_model(
+    backbone="conv4",
+    input_shape=(28, 28, 1),
+    embedding_size=64,
+    weights=None,
+    pooling="avg",
+    name="embedding_model",
+):
+    """Builds backbone -> global pooling -> dense projection -> L2 normalisation.
+
+    The model takes raw uint8 images of `input_shape` and preprocesses them itself, so a saved
+    model needs nothing else to embed an image. There is no ReLU before the normalisation: it
+    would confine embeddings to one orthant of the sphere.
+
+    Args:
+        backbone: a name from `embedding_net.backbones.list_backbones()`.
+        input_shape: (height, width, channels) of the raw images, channels 1 or 3.
+        embedding_size: the dimension D of the embeddings.
+        weights: None or a pretrained name the backbone offers (e.g. `imagenet`).
+        pooling: `avg` or `max` global pooling of the feature map.
+
+    Returns:
+        A `keras.Model` mapping uint8 [B, H, W, C] to float32 [B, D] of unit norm.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {', '.join(POOLINGS)}. Received: {pooling!r}")
+    if embedding_size < 1:
+        raise ValueError(f"`embedding_size` must be >= 1. Received: {embedding_size!r}")
+    spec = get_backbone(backbone)
+    height, width, channels = input_shape
+    backbone_channels = 3 if spec.rgb else channels
+    inputs = keras.Input((height, width, channels), dtype="uint8", name="image")
+    x = ImagePreprocessing(mode=spec.preprocessing, output_channels=backbone_channels,
+                           name="preprocessing")(inputs)
+    x = build_backbone(backbone, (height, width, backbone_channels), weights)(x)
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
+    else:
+        x = keras.layers.GlobalMaxPooling2D(name="pooling")(x)
+    x = keras.layers.Dense(embedding_size, name="projection")(x)
+    outputs = L2Normalization(name="l2_normalization")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def load_embedding_model(path):
+    """Loads a saved `.keras` embedding model in safe mode (no arbitrary code is run)."""
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
