@@ -14,10 +14,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from embedding_net.atomic import atomic_write_text
-
-
-class ConfigError(ValueError):
-    """A config file, key or value that cannot be used; the message names it."""
+from embedding_net.errors import ConfigError
 
 
 def _choice(*values):

@@ -14,6 +14,8 @@ import warnings
 import cv2
 import numpy as np
 
+from embedding_net.errors import DatasetError
+
 # Extensions OpenCV's imread understands; other files in a class folder are ignored.
 IMAGE_EXTENSIONS = frozenset(
     ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .pbm .pgm .ppm .pxm .pnm .sr .ras .tiff .tif "
@@ -21,10 +23,6 @@ IMAGE_EXTENSIONS = frozenset(
 )
 # Files that file managers leave in folders; never images, never worth a warning.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})
-
-
-class DatasetError(ValueError):
-    """A data folder or image that cannot be used; the message names it."""
 
 
 @dataclasses.dataclass

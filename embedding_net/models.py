@@ -1,7 +1,10 @@
 """The embedding model: raw uint8 images in, unit-length embeddings out."""
 
+import os
+
 import keras
 
+from embedding_net.errors import ModelFileError
 from embedding_net.backbones import build_backbone, get_backbone
 from embedding_net.layers import ImagePreprocessing, L2Normalization
 
@@ -53,5 +56,15 @@ def build_embedding_model(
 
 
 def load_embedding_model(path):
-    """Loads a saved `.keras` embedding model in safe mode (no arbitrary code is run)."""
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
+    """Loads a saved `.keras` embedding model in safe mode (no arbitrary code is run).
+
+    Raises:
+        ModelFileError: the file is missing, is not a Keras model, or needs unsafe loading.
+    """
+    if not os.path.isfile(path):
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file; all mean the same here
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"cannot load model {path}: {reason}") from None

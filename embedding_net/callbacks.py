@@ -1,0 +1,50 @@
+"""Training callbacks: atomic checkpoints and a learning-rate column in the logs."""
+
+import keras
+import numpy as np
+
+from embedding_net.atomic import atomic_path
+
+
+def export_model(model):
+    """The same layers and weights as a fresh, uncompiled model: saved without optimizer state."""
+    return keras.Model(model.inputs, model.outputs, name=model.name)
+
+
+def save_model_atomically(model, path):
+    """Saves `model` (without optimizer state) to a `.keras` file via a temporary file."""
+    with atomic_path(path) as temporary:
+        export_model(model).save(temporary)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's current learning rate to the epoch logs as `learning_rate`.
+
+    Place it before `CSVLogger` so the column reaches the history file.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the model each epoch to `last_path`, and to `best_path` when `monitor` improves.
+
+    Unlike `keras.callbacks.ModelCheckpoint`, every write goes through a temporary file and a
+    rename, so a crash never leaves a torn checkpoint.
+    """
+
+    def __init__(self, last_path, best_path, monitor="val_loss"):
+        super().__init__()
+        self.last_path = last_path
+        self.best_path = best_path
+        self.monitor = monitor
+        self.best = np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_model_atomically(self.model, self.last_path)
+        value = (logs or {}).get(self.monitor)
+        if value is not None and np.isfinite(value) and value < self.best:
+            self.best = float(value)
+            save_model_atomically(self.model, self.best_path)

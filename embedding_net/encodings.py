@@ -1,0 +1,154 @@
+"""Encodings: the embeddings of labelled reference images, saved as `.npz` without pickle.
+
+An encodings file holds `embeddings` float32 [N, D], `labels` int32 [N], `class_names` str [C],
+`paths` str [N], `centroids` float32 [C, D] (unit-length class means) and `metadata`, a JSON
+string (embedding size, distance, input shape, ...). It is read with `allow_pickle=False`, so
+loading one can never run code. Nearest-class search over it is `classify`.
+"""
+
+import dataclasses
+import json
+import zipfile
+
+import numpy as np
+
+from embedding_net.atomic import atomic_path
+from embedding_net.data import drop_unusable, read_images, scan_image_folder
+from embedding_net.errors import EncodingsError
+from embedding_net.evaluation import class_distances, nearest_classes
+
+FORMAT_VERSION = 1
+_ARRAYS = ("embeddings", "labels", "class_names", "paths", "centroids", "metadata")
+
+
+@dataclasses.dataclass
+class Encodings:
+    """Reference embeddings with their classes; see the module docstring for the fields."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    class_names: list
+    paths: list
+    centroids: np.ndarray
+    metadata: dict
+
+
+def class_centroids(embeddings, labels, num_classes):
+    """Unit-length mean embedding of each class, float32 [C, D] (zeros for an empty class)."""
+    sums = np.zeros((num_classes, embeddings.shape[1]), np.float64)
+    np.add.at(sums, labels, embeddings)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def make_encodings(embeddings, labels, class_names, paths, metadata=None):
+    """Bundles arrays into `Encodings`, computing the centroids."""
+    embeddings = np.asarray(embeddings, np.float32)
+    labels = np.asarray(labels, np.int32)
+    metadata = dict(metadata or {})
+    metadata.update({"format_version": FORMAT_VERSION, "embedding_size": int(embeddings.shape[1]),
+                     "num_images": int(len(labels)), "num_classes": len(class_names)})
+    return Encodings(embeddings, labels, list(class_names), [str(p) for p in paths],
+                     class_centroids(embeddings, labels, len(class_names)), metadata)
+
+
+def save_encodings(path, encodings):
+    """Writes `encodings` to `path` (.npz) atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(
+                handle,
+                embeddings=encodings.embeddings,
+                labels=encodings.labels,
+                class_names=np.array(encodings.class_names, dtype=str),
+                paths=np.array(encodings.paths, dtype=str),
+                centroids=encodings.centroids,
+                metadata=np.array(json.dumps(encodings.metadata)),
+            )
+
+
+def load_encodings(path):
+    """Reads an encodings file safely (no pickle) and checks its arrays agree.
+
+    Raises:
+        EncodingsError: missing file, not an encodings file, pickled content, inconsistent arrays.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [name for name in _ARRAYS if name not in npz.files]
+            if missing:
+                raise EncodingsError(f"{path} is not an encodings file: missing {', '.join(missing)}")
+            arrays = {name: npz[name] for name in _ARRAYS}
+    except FileNotFoundError:
+        raise EncodingsError(f"encodings file not found: {path}") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        if isinstance(error, EncodingsError):
+            raise
+        if "allow_pickle" in str(error):
+            raise EncodingsError(f"{path} holds pickled objects; refusing to load it") from None
+        raise EncodingsError(f"{path} is not a readable .npz encodings file: {error}") from None
+    embeddings, labels = arrays["embeddings"], arrays["labels"]
+    class_names = [str(n) for n in arrays["class_names"]]
+    if embeddings.ndim != 2 or labels.shape != (len(embeddings),) or len(arrays["paths"]) != len(labels):
+        raise EncodingsError(f"{path}: embeddings, labels and paths do not have matching lengths")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise EncodingsError(f"{path}: labels refer to classes outside class_names")
+    try:
+        metadata = json.loads(str(arrays["metadata"]))
+    except json.JSONDecodeError:
+        raise EncodingsError(f"{path}: metadata is not valid JSON") from None
+    return Encodings(embeddings.astype(np.float32), labels.astype(np.int32), class_names,
+                     [str(p) for p in arrays["paths"]], arrays["centroids"].astype(np.float32), metadata)
+
+
+def embed_images(model, images, batch_size=256):
+    """Embeds uint8 images [N, H, W, C] with `model`, returning float32 [N, D]."""
+    if len(images) == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
+
+
+def model_image_shape(model):
+    """(height, width, channels) of the raw images `model` takes."""
+    return tuple(int(d) for d in model.input_shape[1:])
+
+
+def enroll_folder(model, folder, batch_size=256, max_per_class=None, metadata=None):
+    """Embeds a labelled folder `folder/<class>/<image>` into `Encodings`.
+
+    Classes with one image are fine: enrolment is how new classes are recognised without
+    retraining. Unreadable files are skipped with a warning.
+    """
+    images_folder = scan_image_folder(folder, min_images_per_class=1)
+    if max_per_class is not None:
+        keep = np.concatenate([np.arange(c) < max_per_class for c in images_folder.class_counts()])
+        images_folder = images_folder.subset(keep)
+    height, width, channels = model_image_shape(model)
+    images, failed = read_images(images_folder.paths, (height, width), channels)
+    images_folder, keep = drop_unusable(images_folder, failed, min_images_per_class=1)
+    embeddings = embed_images(model, images[keep], batch_size)
+    return make_encodings(embeddings, images_folder.labels, images_folder.class_names,
+                          images_folder.paths, metadata)
+
+
+def check_compatible(encodings, model, source="the encodings"):
+    """Raises `EncodingsError` unless `encodings` were made with a model of this output size."""
+    expected = int(model.output_shape[-1])
+    if encodings.embeddings.shape[1] != expected:
+        raise EncodingsError(
+            f"{source} hold {encodings.embeddings.shape[1]}-dimensional embeddings but the model "
+            f"makes {expected}-dimensional ones: they were made by another model"
+        )
+
+
+def classify(query_embeddings, encodings, top_k=5, distance="euclidean"):
+    """The `top_k` nearest classes of each query, by the distance to the class's nearest image.
+
+    Returns:
+        One list per query of `(class_name, distance)` pairs, nearest first.
+    """
+    distances = class_distances(np.asarray(query_embeddings, np.float32), encodings.embeddings,
+                                encodings.labels, len(encodings.class_names), distance)
+    ranked = nearest_classes(distances, top_k)
+    return [[(encodings.class_names[c], float(row[c])) for c in ranks]
+            for ranks, row in zip(ranked, distances)]

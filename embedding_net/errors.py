@@ -1,0 +1,22 @@
+"""Errors caused by the user's files or settings; the scripts print their one-line message and
+exit with status 2 instead of showing a traceback."""
+
+
+class UserError(ValueError):
+    """Base class: a file, folder, setting or value the user can fix; the message names it."""
+
+
+class ConfigError(UserError):
+    """A config file, key or value that cannot be used."""
+
+
+class DatasetError(UserError):
+    """A data folder or image that cannot be used."""
+
+
+class EncodingsError(UserError):
+    """An encodings file that is missing, malformed, unsafe or made by another model."""
+
+
+class ModelFileError(UserError):
+    """A model file that is missing or cannot be loaded safely."""

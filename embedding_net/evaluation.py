@@ -1,0 +1,153 @@
+"""Nearest-neighbour evaluation of embeddings, in NumPy, chunked over queries.
+
+Distances between Q queries and N references are computed `chunk_size` queries at a time, so
+memory stays O(chunk_size x N) however many embeddings there are. A class's distance to a query
+is the distance to its nearest image; "top-k accuracy" is the fraction of queries whose true
+class is among the k nearest classes (top-1 is plain nearest-neighbour accuracy).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from embedding_net.distances import check_distance
+
+
+def distance_matrix(queries, references, distance="euclidean"):
+    """float32 [Q, N] distances between rows, with the definitions of `embedding_net.distances`."""
+    check_distance(distance)
+    queries = np.asarray(queries, np.float32)
+    references = np.asarray(references, np.float32)
+    if distance == "cosine":
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-6)
+        references = references / np.maximum(np.linalg.norm(references, axis=1, keepdims=True), 1e-6)
+        return np.maximum(1.0 - queries @ references.T, 0.0)
+    squared = (
+        np.sum(queries**2, axis=1)[:, None]
+        - 2.0 * (queries @ references.T)
+        + np.sum(references**2, axis=1)[None, :]
+    )
+    squared = np.maximum(squared, 0.0)
+    return squared if distance == "squared_euclidean" else np.sqrt(squared)
+
+
+def class_distances(queries, references, reference_labels, num_classes, distance="euclidean",
+                    query_indices=None, chunk_size=1024):
+    """Distance from each query to the nearest reference image of every class.
+
+    Args:
+        queries: [Q, D] embeddings.
+        references: [N, D] embeddings.
+        reference_labels: [N] class ids in [0, num_classes).
+        num_classes: C.
+        distance: `euclidean`, `squared_euclidean` or `cosine`.
+        query_indices: for leave-one-out, the index in `references` of each query (that
+            reference is ignored for that query), or None.
+        chunk_size: queries per block.
+
+    Returns:
+        float32 [Q, C]; +inf for a class with no usable reference.
+    """
+    reference_labels = np.asarray(reference_labels)
+    order = np.argsort(reference_labels, kind="stable")
+    sorted_labels = reference_labels[order]
+    present = np.unique(sorted_labels)
+    starts = np.searchsorted(sorted_labels, present)
+    references = np.asarray(references, np.float32)[order]
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(len(order))
+    result = np.full((len(queries), num_classes), np.inf, np.float32)
+    for begin in range(0, len(queries), chunk_size):
+        block = distance_matrix(queries[begin : begin + chunk_size], references, distance)
+        if query_indices is not None:
+            rows = np.arange(len(block))
+            block[rows, position[np.asarray(query_indices)[begin : begin + chunk_size]]] = np.inf
+        result[begin : begin + len(block)][:, present] = np.minimum.reduceat(block, starts, axis=1)
+    return result
+
+
+def nearest_classes(class_distance, k):
+    """The k nearest class ids per query [Q, k], nearest first (ties: lower class id first)."""
+    return np.argsort(class_distance, axis=1, kind="stable")[:, :k]
+
+
+def top_k_accuracy(class_distance, true_labels, ks=(1, 5)):
+    """{k: fraction of queries whose true class is among their k nearest classes}."""
+    true_labels = np.asarray(true_labels)
+    ranked = nearest_classes(class_distance, max(ks))
+    return {k: float(np.mean(np.any(ranked[:, :k] == true_labels[:, None], axis=1))) for k in ks}
+
+
+def oneshot_accuracy(runs, embedding_of, distance="euclidean"):
+    """Accuracy on one-shot runs: each query is assigned its nearest support image.
+
+    Args:
+        runs: list of `{"support": [key, ...], "trials": [{"query": key, "answer": key}, ...]}`.
+        embedding_of: mapping from key to embedding [D].
+        distance: the distance used to find the nearest support image.
+
+    Returns:
+        `(accuracy, trials)`.
+    """
+    correct = trials = 0
+    for run in runs:
+        support = np.stack([embedding_of[key] for key in run["support"]])
+        queries = np.stack([embedding_of[t["query"]] for t in run["trials"]])
+        nearest = np.argmin(distance_matrix(queries, support, distance), axis=1)
+        answers = [run["support"].index(t["answer"]) for t in run["trials"]]
+        correct += int(np.sum(nearest == np.asarray(answers)))
+        trials += len(answers)
+    return (correct / trials if trials else float("nan")), trials
+
+
+def load_oneshot_runs(path):
+    """Reads a one-shot task file (`{"runs": [...]}`, paths relative to the dataset root)."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["runs"]
+
+
+def evaluate_retrieval(val, train=None, distance="euclidean", ks=(1, 5)):
+    """Top-k nearest-class accuracy of the val split.
+
+    When every val class also appears in train, val images are queries against the train
+    images; otherwise (unseen classes, as in Omniglot) each val image is a query against the
+    other val images (leave-one-out).
+
+    Args:
+        val: `(embeddings, labels, class_names)` of the val split.
+        train: the same for train, or None.
+
+    Returns:
+        A dict with `top{k}_accuracy` for each k, `protocol` and `queries`.
+    """
+    val_embeddings, val_labels, val_names = val
+    if train is not None and set(val_names) <= set(train[2]):
+        train_embeddings, train_labels, train_names = train
+        index = {name: i for i, name in enumerate(train_names)}
+        true = np.array([index[val_names[label]] for label in val_labels])
+        distances = class_distances(val_embeddings, train_embeddings, train_labels,
+                                    len(train_names), distance)
+        protocol = "val_vs_train"
+    else:
+        true = np.asarray(val_labels)
+        distances = class_distances(val_embeddings, val_embeddings, val_labels, len(val_names),
+                                    distance, query_indices=np.arange(len(val_labels)))
+        protocol = "leave_one_out_val"
+    accuracy = top_k_accuracy(distances, true, ks)
+    result = {f"top{k}_accuracy": value for k, value in accuracy.items()}
+    result.update({"protocol": protocol, "queries": int(len(true))})
+    return result
+
+
+def evaluate_oneshot(root, val_paths, val_embeddings, distance="euclidean"):
+    """The official one-shot accuracy when `root/oneshot_runs.json` exists, else None."""
+    path = os.path.join(root, "oneshot_runs.json")
+    if not os.path.isfile(path):
+        return None
+    embedding_of = {os.path.relpath(p, root).replace(os.sep, "/"): e
+                    for p, e in zip(val_paths, val_embeddings)}
+    runs = [run for run in load_oneshot_runs(path)
+            if all(k in embedding_of for k in run["support"] + [t["query"] for t in run["trials"]])]
+    accuracy, trials = oneshot_accuracy(runs, embedding_of, distance)
+    return {"oneshot_accuracy": accuracy, "oneshot_trials": trials} if trials else None

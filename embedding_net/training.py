@@ -1,0 +1,180 @@
+"""The one reader of the config: builds data, model, loss and optimizer, trains, then writes
+the model, the encodings and the metrics into the run folder."""
+
+import json
+import os
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from embedding_net.atomic import atomic_write_text
+from embedding_net.callbacks import AtomicCheckpoint, LearningRateLogger, save_model_atomically
+from embedding_net.config import save_config
+from embedding_net.data import drop_unusable, read_images, scan_image_folder
+from embedding_net.datasets import DATASETS
+from embedding_net.encodings import embed_images, make_encodings, save_encodings
+from embedding_net.errors import ConfigError, DatasetError
+from embedding_net.evaluation import evaluate_oneshot, evaluate_retrieval
+from embedding_net.losses import TripletLoss
+from embedding_net.models import build_embedding_model, load_embedding_model
+from embedding_net.sampling import pk_dataset
+
+
+def prepare_dataset(data):
+    """Materialises a built-in dataset on first use; returns the dataset root."""
+    if data.dataset is not None:
+        DATASETS[data.dataset](data.root)
+    if not os.path.isdir(data.root):
+        raise DatasetError(f"data.root folder not found: {data.root}")
+    return data.root
+
+
+def load_split(config, split, min_images_per_class=2):
+    """Scans and decodes one split at the model's input size: `(ImageFolder, images)`."""
+    height, width, channels = config.model.input_shape
+    folder = scan_image_folder(os.path.join(config.data.root, split), min_images_per_class=1)
+    images, failed = read_images(folder.paths, (height, width), channels, progress=config.train.verbose > 0)
+    folder, keep = drop_unusable(folder, failed, min_images_per_class)
+    return folder, images[keep]
+
+
+def batches(config, folder, images, seed, classes_per_batch=None):
+    """The P x K `tf.data` pipeline over one decoded split."""
+    return pk_dataset(
+        folder.labels, len(folder.class_names),
+        classes_per_batch or config.data.classes_per_batch, config.data.images_per_class,
+        images=images, seed=seed,
+    )
+
+
+def build_optimizer(train):
+    """The optimizer of `train.optimizer`, with the `train.lr_schedule` learning rate."""
+    total = train.epochs * train.steps_per_epoch
+    warmup = min(train.warmup_epochs * train.steps_per_epoch, total - 1)
+    if train.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else train.learning_rate,
+            decay_steps=max(total - warmup, 1), alpha=0.01,
+            warmup_target=train.learning_rate if warmup else None, warmup_steps=warmup,
+        )
+    else:
+        learning_rate = train.learning_rate
+    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                  "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    return optimizers[train.optimizer](learning_rate=learning_rate)
+
+
+def _check_batch(config, folder, split):
+    if len(folder.class_names) < 2:
+        raise DatasetError(f"{folder.root}: fewer than 2 usable classes; nothing to learn from")
+    if config.data.classes_per_batch > len(folder.class_names):
+        raise ConfigError(
+            f"data.classes_per_batch must be at most the {len(folder.class_names)} usable classes "
+            f"of the {split} split, received: {config.data.classes_per_batch}"
+        )
+
+
+def run(config):
+    """Trains as `config` says and writes every output into `config.run_dir`.
+
+    Returns:
+        The metrics dict also written to `metrics.json`.
+    """
+    keras.utils.set_random_seed(config.train.seed)
+    run_dir = config.run_dir
+    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+    save_config(config, os.path.join(run_dir, "config.yml"))
+    prepare_dataset(config.data)
+
+    train_folder, train_images = load_split(config, config.data.train_split)
+    _check_batch(config, train_folder, config.data.train_split)
+    val_dir = os.path.join(config.data.root, config.data.val_split)
+    val_folder, val_images = load_split(config, config.data.val_split) if os.path.isdir(val_dir) else (None, None)
+
+    model = build_embedding_model(
+        config.model.backbone, config.model.input_shape, config.model.embedding_size,
+        config.model.weights, config.model.pooling,
+    )
+    loss = TripletLoss(config.loss.margin, config.loss.mining, config.loss.distance)
+    model.compile(optimizer=build_optimizer(config.train), loss=loss)
+
+    validation = None
+    if val_folder is not None and config.train.validation_steps and len(val_folder.class_names) >= 2:
+        validation = batches(config, val_folder, val_images, config.train.seed + 1,
+                             min(config.data.classes_per_batch, len(val_folder.class_names)))
+    best_path = os.path.join(run_dir, "checkpoints", "best.keras")
+    callbacks = [
+        LearningRateLogger(),
+        AtomicCheckpoint(os.path.join(run_dir, "checkpoints", "last.keras"), best_path,
+                         monitor="val_loss" if validation is not None else "loss"),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
+    ]
+    started = time.time()
+    model.fit(
+        batches(config, train_folder, train_images, config.train.seed),
+        epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch,
+        validation_data=validation, validation_steps=config.train.validation_steps if validation else None,
+        callbacks=callbacks, verbose=config.train.verbose,
+    )
+    train_seconds = time.time() - started
+    if config.train.restore_best and os.path.isfile(best_path):
+        model.set_weights(load_embedding_model(best_path).get_weights())
+    save_model_atomically(model, os.path.join(run_dir, "model.keras"))
+
+    splits = {config.data.train_split: (train_folder, train_images)}
+    if val_folder is not None:
+        splits[config.data.val_split] = (val_folder, val_images)
+    embedded = {name: embed_images(model, images, config.encodings.batch_size)
+                for name, (_, images) in splits.items()}
+    write_encodings(config, model, splits, embedded)
+
+    metrics = evaluate(config, splits, embedded)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    atomic_write_text(os.path.join(run_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def write_encodings(config, model, splits, embedded):
+    """Saves the reference encodings: the splits of `encodings.splits`, capped per class."""
+    embeddings, labels, paths, names = [], [], [], []
+    for split in config.encodings.splits:
+        if split not in splits:
+            folder, images = load_split(config, split, min_images_per_class=1)
+            splits[split] = (folder, images)
+            embedded[split] = embed_images(model, images, config.encodings.batch_size)
+        folder, _ = splits[split]
+        keep = np.ones(len(folder), bool)
+        if config.encodings.max_per_class is not None:
+            rank = np.arange(len(folder)) - np.searchsorted(folder.labels, folder.labels)
+            keep = rank < config.encodings.max_per_class
+        embeddings.append(embedded[split][keep])
+        paths.extend(p for p, k in zip(folder.paths, keep) if k)
+        names.extend(folder.class_names[label] for label in folder.labels[keep])
+    class_names = sorted(set(names))
+    index = {name: i for i, name in enumerate(class_names)}
+    metadata = {"distance": config.loss.distance, "input_shape": list(config.model.input_shape),
+                "backbone": config.model.backbone, "splits": list(config.encodings.splits)}
+    encodings = make_encodings(np.concatenate(embeddings), [index[n] for n in names], class_names,
+                               paths, metadata)
+    save_encodings(os.path.join(config.run_dir, "encodings.npz"), encodings)
+
+
+def evaluate(config, splits, embedded):
+    """Top-1/top-5 accuracy on the val split and, when the dataset has one, the one-shot task."""
+    val_split, train_split = config.data.val_split, config.data.train_split
+    if val_split not in splits:
+        warnings.warn(f"no {val_split} split under {config.data.root}: nothing to evaluate", stacklevel=2)
+        return {}
+    val_folder, _ = splits[val_split]
+    train_folder, _ = splits[train_split]
+    metrics = evaluate_retrieval(
+        (embedded[val_split], val_folder.labels, val_folder.class_names),
+        (embedded[train_split], train_folder.labels, train_folder.class_names),
+        config.loss.distance,
+    )
+    oneshot = evaluate_oneshot(config.data.root, val_folder.paths, embedded[val_split], config.loss.distance)
+    if oneshot:
+        metrics.update(oneshot)
+    return metrics
