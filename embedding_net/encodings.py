@@ -8,6 +8,7 @@ loading one can never run code. Nearest-class search over it is `classify`.
 
 import dataclasses
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -73,6 +74,8 @@ def load_encodings(path):
     Raises:
         EncodingsError: missing file, not an encodings file, pickled content, inconsistent arrays.
     """
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise EncodingsError(f"{path} is not an encodings file (.npz)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [name for name in _ARRAYS if name not in npz.files]
