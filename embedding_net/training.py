@@ -116,7 +116,7 @@ def run(config):
         batches(config, train_folder, train_images, config.train.seed),
         epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch,
         validation_data=validation, validation_steps=config.train.validation_steps if validation else None,
-        callbacks=callbacks, verbose=config.train.verbose,
+        callbacks=callbacks, verbose=config.train.verbose, shuffle=False,  # P x K batches are random
     )
     train_seconds = time.time() - started
     if config.train.restore_best and os.path.isfile(best_path):

@@ -1,0 +1,127 @@
+"""The scripts as a user runs them: train.py, then test.py on an image, and their errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(omniglot_subset, tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp("script_runs")
+    overrides = [arg for item in tiny_overrides(omniglot_subset, work_dir, "cli") for arg in ("--set", item)]
+    result = run_script("train.py", "--config", os.path.join(ROOT, "configs", "omniglot.yml"), *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return os.path.join(str(work_dir), "cli"), result.stdout
+
+
+def test_train_prints_the_metrics(trained):
+    run_dir, stdout = trained
+    assert f"outputs in {run_dir}" in stdout
+    assert "oneshot_accuracy:" in stdout and "top1_accuracy:" in stdout
+
+
+def test_test_py_predicts_an_enrolled_val_image(trained, omniglot_subset):
+    run_dir, _ = trained
+    image = os.path.join(omniglot_subset, "val", "Atlantean__character09", "1019_08.png")
+    result = run_script("test.py", "--weights", f"{run_dir}/model.keras",
+                        "--encodings", f"{run_dir}/encodings.npz", "--image", image)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    # The image is itself in the reference, so its own class is nearest at distance ~0.
+    assert lines[0].startswith(f"{image}: Atlantean__character09 (distance 0.0")
+    assert len(lines) == 6 and lines[1].strip().startswith("1. Atlantean__character09")
+
+    result = run_script("test.py", "--weights", f"{run_dir}/model.keras",
+                        "--encodings", f"{run_dir}/encodings.npz", "--image", image, "--json")
+    payload = json.loads(result.stdout)
+    assert payload["prediction"] == "Atlantean__character09"
+    assert len(payload["nearest"]) == 5
+    distances = [item["distance"] for item in payload["nearest"]]
+    assert distances == sorted(distances)
+
+
+def test_enroll_recognises_new_classes_with_one_image_each(trained, tmp_path):
+    import cv2
+
+    run_dir, _ = trained
+    shapes = {}
+    for name in ("circle", "square", "cross"):
+        canvas = np.full((28, 28), 255, np.uint8)
+        if name == "circle":
+            cv2.circle(canvas, (14, 14), 9, 0, 2)
+        elif name == "square":
+            cv2.rectangle(canvas, (5, 5), (22, 22), 0, 2)
+        else:
+            cv2.line(canvas, (4, 4), (23, 23), 0, 2)
+            cv2.line(canvas, (23, 4), (4, 23), 0, 2)
+        os.makedirs(tmp_path / "enroll" / name)
+        cv2.imwrite(str(tmp_path / "enroll" / name / "only.png"), canvas)
+        shapes[name] = canvas
+    out = tmp_path / "new.npz"
+    result = run_script("test.py", "--weights", f"{run_dir}/model.keras", "--enroll",
+                        str(tmp_path / "enroll"), "--encodings", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "3 encodings of 3 classes" in result.stdout
+    query = tmp_path / "query.png"
+    cv2.imwrite(str(query), shapes["square"])
+    result = run_script("test.py", "--weights", f"{run_dir}/model.keras", "--encodings", str(out),
+                        "--image", str(query), "--json")
+    assert json.loads(result.stdout)["prediction"] == "square"
+
+
+@pytest.mark.parametrize("case", ["missing_image", "not_an_image", "not_a_model", "wrong_dimension",
+                                  "not_encodings"])
+def test_test_py_user_errors_exit_2_with_one_line(trained, tmp_path, case, omniglot_subset):
+    from embedding_net.encodings import make_encodings, save_encodings
+
+    run_dir, _ = trained
+    image = os.path.join(omniglot_subset, "val", "Atlantean__character09", "1019_08.png")
+    weights, encodings = f"{run_dir}/model.keras", f"{run_dir}/encodings.npz"
+    if case == "missing_image":
+        image = str(tmp_path / "nope.png")
+    elif case == "not_an_image":
+        image = str(tmp_path / "text.png")
+        open(image, "w").write("hello")
+    elif case == "not_a_model":
+        weights = str(tmp_path / "model.keras")
+        open(weights, "w").write("not a zip")
+    elif case == "wrong_dimension":
+        encodings = str(tmp_path / "other.npz")
+        save_encodings(encodings, make_encodings(np.eye(3), [0, 1, 1], ["a", "b"], ["x", "y", "z"]))
+    else:
+        encodings = os.path.join(ROOT, "README.md")
+    result = run_script("test.py", "--weights", weights, "--encodings", encodings, "--image", image)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    named = {"missing_image": "nope.png", "not_an_image": "text.png", "not_a_model": "model.keras",
+             "wrong_dimension": "other.npz", "not_encodings": "README.md"}[case]
+    assert named in errors[0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochz=1", "unknown key 'train.epochz'; valid keys in 'train': epochs, steps_per_epoch"),
+    ("train.epochs=zero", "train.epochs must be an integer, received: 'zero'"),
+    ("loss.mining=semihard", "loss.mining must be one of all, hard, semi_hard, received: 'semihard'"),
+])
+def test_train_py_config_errors_exit_2_with_one_line(override, message):
+    result = run_script("train.py", "--set", override)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}")

@@ -1,0 +1,101 @@
+"""End to end in-process: a tiny run writes every promised file with sane contents."""
+
+import csv
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+from embedding_net.config import load_config
+from embedding_net.encodings import load_encodings
+from embedding_net.errors import ConfigError, DatasetError
+from embedding_net.models import load_embedding_model
+from embedding_net import training
+
+
+@pytest.fixture(scope="module")
+def tiny_run(omniglot_subset, tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp("runs")
+    config = load_config(None, tiny_overrides(omniglot_subset, work_dir))
+    metrics = training.run(config)
+    return config, metrics
+
+
+def test_run_writes_the_contract_files(tiny_run):
+    config, metrics = tiny_run
+    for name in ("model.keras", "encodings.npz", "config.yml", "metrics.json", "history.csv",
+                 "checkpoints/last.keras", "checkpoints/best.keras"):
+        assert os.path.isfile(os.path.join(config.run_dir, name)), name
+    with open(os.path.join(config.run_dir, "metrics.json")) as handle:
+        saved = json.load(handle)
+    assert saved == metrics
+    for key in ("top1_accuracy", "top5_accuracy", "oneshot_accuracy"):
+        assert 0.0 <= saved[key] <= 1.0
+    assert saved["top1_accuracy"] <= saved["top5_accuracy"]
+    # The subset keeps exactly the official runs drawn from the Atlantean alphabet.
+    from embedding_net.datasets.omniglot import ONESHOT_FILE, SOURCE_DIR
+
+    with open(os.path.join(SOURCE_DIR, ONESHOT_FILE)) as handle:
+        runs = json.load(handle)["runs"]
+    atlantean = [run for run in runs if run["support"][0].startswith("Atlantean/")]
+    assert atlantean and saved["oneshot_trials"] == 20 * len(atlantean)
+    assert saved["protocol"] == "leave_one_out_val"
+    assert saved["queries"] == 26 * 20
+
+
+def test_resolved_config_reloads_equal(tiny_run):
+    config, _ = tiny_run
+    assert load_config(os.path.join(config.run_dir, "config.yml")) == config
+
+
+def test_history_has_loss_and_learning_rate_per_epoch(tiny_run):
+    config, _ = tiny_run
+    with open(os.path.join(config.run_dir, "history.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == config.train.epochs
+    assert {"loss", "val_loss", "learning_rate"} <= set(rows[0])
+    assert all(np.isfinite(float(row["loss"])) for row in rows)
+
+
+def test_encodings_cover_train_and_val_and_match_the_model(tiny_run):
+    config, _ = tiny_run
+    encodings = load_encodings(os.path.join(config.run_dir, "encodings.npz"))
+    assert len(encodings.class_names) == 50 + 26
+    assert encodings.embeddings.shape == (76 * 20, 16)
+    assert encodings.centroids.shape == (76, 16)
+    np.testing.assert_allclose(np.linalg.norm(encodings.embeddings, axis=1), 1.0, atol=1e-5)
+    model_path = os.path.join(config.run_dir, "model.keras")
+    with zipfile.ZipFile(model_path) as archive:  # exported without optimizer state
+        assert not json.loads(archive.read("config.json")).get("compile_config")
+    model = load_embedding_model(model_path)
+    from embedding_net.data import read_image
+
+    index = 1234
+    image = read_image(encodings.paths[index], (28, 28), 1)
+    np.testing.assert_allclose(model.predict(image[None], verbose=0)[0], encodings.embeddings[index], atol=1e-4)
+
+
+def test_max_per_class_caps_the_reference(omniglot_subset, tmp_path):
+    overrides = tiny_overrides(omniglot_subset, tmp_path) + [
+        "encodings.max_per_class=3", "encodings.splits=[val]", "train.epochs=1"]
+    config = load_config(None, overrides)
+    training.run(config)
+    encodings = load_encodings(os.path.join(config.run_dir, "encodings.npz"))
+    assert len(encodings.class_names) == 26
+    assert np.bincount(encodings.labels).tolist() == [3] * 26
+
+
+def test_too_many_classes_per_batch_fails_before_training(omniglot_subset, tmp_path):
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + ["data.classes_per_batch=51"])
+    with pytest.raises(ConfigError, match="data.classes_per_batch.*51"):
+        training.run(config)
+    assert not os.path.exists(os.path.join(config.run_dir, "model.keras"))
+
+
+def test_missing_data_root_is_a_dataset_error(tmp_path):
+    config = load_config(None, [f"data.root={tmp_path / 'nothing'}", f"output.work_dir={tmp_path}"])
+    with pytest.raises(DatasetError, match="nothing"):
+        training.run(config)
