@@ -44,7 +44,7 @@ class DataConfig:
     images_per_class: int = field(default=4, metadata=_at_least(2))
     cache: str = field(default="auto", metadata=_choice("auto", "memory", "none"))
     cache_max_gb: float = field(default=4.0, metadata=_at_least(0.0))
-    augment: bool = False
+    rotate_classes: bool = False
 
 
 @dataclass(frozen=True)

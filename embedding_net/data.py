@@ -203,3 +203,25 @@ def drop_unusable(folder, failed, min_images_per_class=2):
                       f"{min_images_per_class} readable images: {names}"
                       + (" ..." if len(small) > 5 else ""), stacklevel=2)
     return folder.subset(keep), keep
+
+
+def add_rotated_classes(folder, images, quarter_turns=(1, 2, 3)):
+    """Adds each image turned by k * 90 degrees as a new class per k (Vinyals et al. 2016).
+
+    For datasets of symbols, such as Omniglot, a rotated character is a different character:
+    this multiplies the training classes by `1 + len(quarter_turns)`.
+
+    Returns:
+        `(folder, images)` with the new classes named `<class>@rot<degrees>`.
+    """
+    if images.shape[1] != images.shape[2]:
+        raise DatasetError("rotated classes need square images; set data.rotate_classes: false")
+    num_classes = len(folder.class_names)
+    all_images, labels, paths, names = [images], [folder.labels], list(folder.paths), list(folder.class_names)
+    for turn_index, turns in enumerate(quarter_turns, start=1):
+        all_images.append(np.rot90(images, k=turns, axes=(1, 2)))
+        labels.append(folder.labels + turn_index * num_classes)
+        paths.extend(folder.paths)
+        names.extend(f"{name}@rot{90 * turns}" for name in folder.class_names)
+    return (ImageFolder(folder.root, paths, np.concatenate(labels).astype(np.int32), names),
+            np.ascontiguousarray(np.concatenate(all_images)))

@@ -12,7 +12,7 @@ import numpy as np
 from embedding_net.atomic import atomic_write_text
 from embedding_net.callbacks import AtomicCheckpoint, LearningRateLogger, save_model_atomically
 from embedding_net.config import save_config
-from embedding_net.data import drop_unusable, read_images, scan_image_folder
+from embedding_net.data import add_rotated_classes, drop_unusable, read_images, scan_image_folder
 from embedding_net.datasets import DATASETS
 from embedding_net.encodings import embed_images, make_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError
@@ -111,9 +111,12 @@ def run(config):
                          monitor="val_loss" if validation is not None else "loss"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
     ]
+    training_set = (train_folder, train_images)
+    if config.data.rotate_classes:
+        training_set = add_rotated_classes(train_folder, train_images)
     started = time.time()
     model.fit(
-        batches(config, train_folder, train_images, config.train.seed),
+        batches(config, *training_set, config.train.seed),
         epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch,
         validation_data=validation, validation_steps=config.train.validation_steps if validation else None,
         callbacks=callbacks, verbose=config.train.verbose, shuffle=False,  # P x K batches are random

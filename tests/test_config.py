@@ -39,7 +39,6 @@ data:
   images_per_class: 3
   cache: none
   cache_max_gb: 2
-  augment: true
 loss:
   mining: hard
   margin: 0.5
@@ -111,7 +110,6 @@ def test_valid_file_loads_with_typed_values(tmp_path):
     assert config.data.classes_per_batch == 8 and config.data.images_per_class == 3
     assert config.data.cache == "none"
     assert config.data.cache_max_gb == 2.0 and isinstance(config.data.cache_max_gb, float)
-    assert config.data.augment is True
     assert config.loss == LossConfig(name="triplet", mining="hard", margin=0.5, distance="cosine")
     assert config.train == TrainConfig(
         epochs=7, steps_per_epoch=50, validation_steps=0, optimizer="sgd", learning_rate=0.01,
@@ -200,7 +198,6 @@ def test_section_not_a_mapping_fails(tmp_path, text):
         ("train", "learning_rate", "fast", "'fast'"),
         ("train", "learning_rate", "true", "True"),
         ("train", "restore_best", "1", "1"),
-        ("train", "restore_best", "'yes please'", "'yes please'"),
         ("model", "backbone", "5", "5"),
         ("model", "input_shape", "[28, 28]", "[28, 28]"),
         ("model", "input_shape", "[28, 28, 1, 1]", "[28, 28, 1, 1]"),
@@ -210,7 +207,7 @@ def test_section_not_a_mapping_fails(tmp_path, text):
         ("model", "weights", "3", "3"),
         ("encodings", "splits", "val", "'val'"),
         ("encodings", "max_per_class", "'many'", "'many'"),
-        ("data", "augment", "'no way'", "'no way'"),
+        ("train", "restore_best", "'no way'", "'no way'"),
     ],
 )
 def test_wrong_type_names_key_and_value(tmp_path, section, key, yaml_value, shown):
