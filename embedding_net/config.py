@@ -7,6 +7,7 @@ Only `embedding_net.training` reads these objects; library classes take plain ar
 """
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ def _at_least(minimum):
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "conv4"
-    input_shape: typing.Tuple[int, int, int] = (28, 28, 1)
+    input_shape: typing.Tuple[int, int, int] = field(default=(28, 28, 1), metadata=_at_least(1))
     embedding_size: int = field(default=64, metadata=_at_least(1))
     weights: typing.Optional[str] = None
     pooling: str = field(default="avg", metadata=_choice("avg", "max"))
@@ -134,7 +135,14 @@ def _coerce(key, value, annotation):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, received: {value!r}")
             return float(value)
     elif annotation is str:
         if isinstance(value, str):

@@ -7,6 +7,7 @@ from keras import ops
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+_LUMA = (0.299, 0.587, 0.114)
 PREPROCESSING_MODES = ("unit", "tf", "caffe", "torch", "raw")
 
 
@@ -39,6 +40,8 @@ class ImagePreprocessing(keras.layers.Layer):
         x = ops.cast(images, self.compute_dtype)
         if self.output_channels == 3 and x.shape[-1] == 1:
             x = ops.repeat(x, 3, axis=-1)
+        elif self.output_channels == 1 and x.shape[-1] == 3:  # ITU-R BT.601 luma, as OpenCV
+            x = ops.sum(x * ops.convert_to_tensor(_LUMA, self.compute_dtype), axis=-1, keepdims=True)
         if self.mode == "unit":
             return x / 255.0
         if self.mode == "tf":

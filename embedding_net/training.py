@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from embedding_net.atomic import atomic_write_text
+from embedding_net.backbones import get_backbone, list_backbones
 from embedding_net.callbacks import AtomicCheckpoint, LearningRateLogger, save_model_atomically
 from embedding_net.config import save_config
 from embedding_net.data import add_rotated_classes, drop_unusable, read_images, scan_image_folder
@@ -76,6 +77,20 @@ def _check_batch(config, folder, split):
         )
 
 
+def _check_model_keys(model):
+    names = list_backbones()
+    if model.backbone not in names:
+        raise ConfigError(f"model.backbone must be one of {', '.join(names)}, received: {model.backbone!r}")
+    spec = get_backbone(model.backbone)
+    if model.weights is not None and model.weights not in spec.pretrained:
+        offered = ", ".join(["null", *spec.pretrained])
+        raise ConfigError(f"model.weights of backbone {model.backbone} must be one of {offered}, "
+                          f"received: {model.weights!r}")
+    if min(model.input_shape[:2]) < spec.min_input_size:
+        raise ConfigError(f"model.input_shape of backbone {model.backbone} must be at least "
+                          f"{spec.min_input_size} pixels high and wide, received: {list(model.input_shape)}")
+
+
 def run(config):
     """Trains as `config` says and writes every output into `config.run_dir`.
 
@@ -93,6 +108,7 @@ def run(config):
     val_dir = os.path.join(config.data.root, config.data.val_split)
     val_folder, val_images = load_split(config, config.data.val_split) if os.path.isdir(val_dir) else (None, None)
 
+    _check_model_keys(config.model)
     model = build_embedding_model(
         config.model.backbone, config.model.input_shape, config.model.embedding_size,
         config.model.weights, config.model.pooling,

@@ -317,7 +317,7 @@ def test_boundary_values_are_accepted(section, key, value):
         ("model.weights=imagenet", ["model", "weights"], "imagenet"),
         ("model.input_shape=[32,32,3]", ["model", "input_shape"], [32, 32, 3]),
         ("train.learning_rate=0.5", ["train", "learning_rate"], 0.5),
-        ("data.augment=true", ["data", "augment"], True),
+        ("train.restore_best=true", ["train", "restore_best"], True),
         ("output.name=a=b", ["output", "name"], "a=b"),
         (" train.epochs = 3", ["train", "epochs"], 3),
     ],

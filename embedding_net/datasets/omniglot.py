@@ -103,10 +103,12 @@ def materialize_omniglot(root, alphabets=None, source_dir=SOURCE_DIR):
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     for stale in glob.glob(glob.escape(os.path.abspath(root)) + ".partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not _process_alive(stale.rsplit("-", 1)[-1]):  # never delete another run's work
+            shutil.rmtree(stale, ignore_errors=True)
     partial = f"{os.path.abspath(root)}.partial-{os.getpid()}"
     try:
         written = {}
+        _check_alphabets(source_dir, alphabets)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             for split, file_name in SPLIT_FILES.items():
                 with np.load(os.path.join(source_dir, file_name), allow_pickle=False) as npz:
@@ -127,3 +129,29 @@ def materialize_omniglot(root, alphabets=None, source_dir=SOURCE_DIR):
         raise
     return root
 
+
+
+def _process_alive(pid_text):
+    try:
+        os.kill(int(pid_text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_alphabets(source_dir, alphabets):
+    """Every requested alphabet must exist, and each split must keep at least one."""
+    if alphabets is None:
+        return
+    known = {}
+    for split, file_name in SPLIT_FILES.items():
+        with np.load(os.path.join(source_dir, file_name), allow_pickle=False) as npz:
+            known[split] = set(str(a) for a in npz["alphabet"])
+    unknown = set(alphabets) - known["train"] - known["val"]
+    if unknown:
+        raise DatasetError(f"unknown Omniglot alphabet(s): {', '.join(sorted(unknown))}")
+    for split, names in known.items():
+        if not names & set(alphabets):
+            raise DatasetError(f"the requested alphabets leave the Omniglot {split} split empty")
