@@ -97,6 +97,7 @@ def run(config):
     Returns:
         The metrics dict also written to `metrics.json`.
     """
+    _check_model_keys(config.model)
     keras.utils.set_random_seed(config.train.seed)
     run_dir = config.run_dir
     os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
@@ -108,7 +109,6 @@ def run(config):
     val_dir = os.path.join(config.data.root, config.data.val_split)
     val_folder, val_images = load_split(config, config.data.val_split) if os.path.isdir(val_dir) else (None, None)
 
-    _check_model_keys(config.model)
     model = build_embedding_model(
         config.model.backbone, config.model.input_shape, config.model.embedding_size,
         config.model.weights, config.model.pooling,

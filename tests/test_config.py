@@ -460,3 +460,19 @@ def test_shipped_config_loads(path):
     config = load_config(path)
     assert isinstance(config, Config)
     assert isinstance(config.data, DataConfig)
+
+
+def test_exponent_without_dot_is_a_number():
+    # YAML 1.1 reads 1e-3 as a string; users write it all the time.
+    assert load_config(None, ["train.learning_rate=1e-3"]).train.learning_rate == 0.001
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_are_rejected(value):
+    with pytest.raises(ConfigError, match="loss.margin must be a finite number"):
+        load_config(None, [f"loss.margin={value}"])
+
+
+def test_input_shape_sizes_must_be_positive():
+    with pytest.raises(ConfigError, match=r"model.input_shape must be >= 1, received: \(0, 28, 1\)"):
+        load_config(None, ["model.input_shape=[0,28,1]"])

@@ -588,3 +588,27 @@ def test_omniglot_interrupted_while_converting_runs(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated crash"):
         materialize_omniglot(root, alphabets=ALPHABETS)
     _assert_nothing_left(root)
+
+
+def test_add_rotated_classes_makes_new_classes_of_turned_images():
+    from embedding_net.data import ImageFolder, add_rotated_classes
+
+    images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4, 1)
+    folder = ImageFolder("root", ["a0", "a1", "b0"], np.array([0, 0, 1], np.int32), ["a", "b"])
+    rotated, rotated_images = add_rotated_classes(folder, images)
+    assert rotated.class_names == ["a", "b", "a@rot90", "b@rot90", "a@rot180", "b@rot180",
+                                   "a@rot270", "b@rot270"]
+    assert rotated.labels.tolist() == [0, 0, 1, 2, 2, 3, 4, 4, 5, 6, 6, 7]
+    assert rotated_images.shape == (12, 4, 4, 1)
+    for turns in range(4):
+        for i in range(3):
+            expected = np.rot90(images[i], k=turns, axes=(0, 1))
+            np.testing.assert_array_equal(rotated_images[3 * turns + i], expected)
+
+
+def test_add_rotated_classes_needs_square_images():
+    from embedding_net.data import ImageFolder, add_rotated_classes
+
+    folder = ImageFolder("root", ["a0", "a1"], np.array([0, 0], np.int32), ["a"])
+    with pytest.raises(DatasetError, match="square"):
+        add_rotated_classes(folder, np.zeros((2, 4, 5, 1), np.uint8))

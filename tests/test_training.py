@@ -99,3 +99,14 @@ def test_missing_data_root_is_a_dataset_error(tmp_path):
     config = load_config(None, [f"data.root={tmp_path / 'nothing'}", f"output.work_dir={tmp_path}"])
     with pytest.raises(DatasetError, match="nothing"):
         training.run(config)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.backbone=nope", "model.backbone must be one of .*conv4.*received: 'nope'"),
+    ("model.weights=imagenet", "model.weights of backbone conv4 must be one of null, received: 'imagenet'"),
+    ("model.input_shape=[8,8,1]", "model.input_shape of backbone conv4 must be at least 16"),
+])
+def test_model_keys_are_checked_before_building(omniglot_subset, tmp_path, override, message):
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [override])
+    with pytest.raises(ConfigError, match=message):
+        training.run(config)
