@@ -6,6 +6,7 @@ import os
 import time
 import warnings
 
+import cv2
 import keras
 import numpy as np
 
@@ -32,22 +33,48 @@ def prepare_dataset(data):
     return data.root
 
 
+def _cache_in_memory(data, image_shape, count):
+    if data.cache != "auto":
+        return data.cache == "memory"
+    return count * int(np.prod(image_shape)) <= data.cache_max_gb * 2**30
+
+
 def load_split(config, split, min_images_per_class=2):
-    """Scans and decodes one split at the model's input size: `(ImageFolder, images)`."""
+    """Scans one split: `(ImageFolder, images)`, with the images decoded at the model's input
+    size when they fit the memory cache (`data.cache`), else None (decoded batch by batch)."""
     height, width, channels = config.model.input_shape
     folder = scan_image_folder(os.path.join(config.data.root, split), min_images_per_class=1)
-    images, failed = read_images(folder.paths, (height, width), channels, progress=config.train.verbose > 0)
-    folder, keep = drop_unusable(folder, failed, min_images_per_class)
-    return folder, images[keep]
+    if _cache_in_memory(config.data, config.model.input_shape, len(folder)):
+        images, failed = read_images(folder.paths, (height, width), channels,
+                                     progress=config.train.verbose > 0)
+        folder, keep = drop_unusable(folder, failed, min_images_per_class)
+        return folder, images[keep]
+    failed = [(path, f"cannot read image {path}: not an image OpenCV can decode")
+              for path in folder.paths if not cv2.haveImageReader(path)]
+    return drop_unusable(folder, failed, min_images_per_class)[0], None
 
 
 def batches(config, folder, images, seed, classes_per_batch=None):
-    """The P x K `tf.data` pipeline over one decoded split."""
+    """The P x K `tf.data` pipeline over one split, in memory or decoded on the fly."""
     return pk_dataset(
         folder.labels, len(folder.class_names),
         classes_per_batch or config.data.classes_per_batch, config.data.images_per_class,
-        images=images, seed=seed,
+        images=images, paths=None if images is not None else folder.paths,
+        image_size=config.model.input_shape[:2], channels=config.model.input_shape[2], seed=seed,
     )
+
+
+def embed_split(config, model, folder, images):
+    """Embeddings of a split, from memory or read from disk in bounded chunks."""
+    if images is not None:
+        return embed_images(model, images, config.encodings.batch_size)
+    height, width, channels = config.model.input_shape
+    chunk = 16 * config.encodings.batch_size
+    parts = []
+    for begin in range(0, len(folder), chunk):
+        block, _ = read_images(folder.paths[begin : begin + chunk], (height, width), channels)
+        parts.append(embed_images(model, block, config.encodings.batch_size))
+    return np.concatenate(parts) if parts else np.zeros((0, config.model.embedding_size), np.float32)
 
 
 def build_optimizer(train):
@@ -129,6 +156,8 @@ def run(config):
     ]
     training_set = (train_folder, train_images)
     if config.data.rotate_classes:
+        if train_images is None:
+            raise ConfigError("data.rotate_classes needs the images in memory: set data.cache: memory")
         training_set = add_rotated_classes(train_folder, train_images)
     started = time.time()
     model.fit(
@@ -145,8 +174,8 @@ def run(config):
     splits = {config.data.train_split: (train_folder, train_images)}
     if val_folder is not None:
         splits[config.data.val_split] = (val_folder, val_images)
-    embedded = {name: embed_images(model, images, config.encodings.batch_size)
-                for name, (_, images) in splits.items()}
+    embedded = {name: embed_split(config, model, folder, images)
+                for name, (folder, images) in splits.items()}
     write_encodings(config, model, splits, embedded)
 
     metrics = evaluate(config, splits, embedded)
@@ -162,7 +191,7 @@ def write_encodings(config, model, splits, embedded):
         if split not in splits:
             folder, images = load_split(config, split, min_images_per_class=1)
             splits[split] = (folder, images)
-            embedded[split] = embed_images(model, images, config.encodings.batch_size)
+            embedded[split] = embed_split(config, model, folder, images)
         folder, _ = splits[split]
         keep = np.ones(len(folder), bool)
         if config.encodings.max_per_class is not None:

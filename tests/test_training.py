@@ -110,3 +110,27 @@ def test_model_keys_are_checked_before_building(omniglot_subset, tmp_path, overr
     config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [override])
     with pytest.raises(ConfigError, match=message):
         training.run(config)
+
+
+def test_streaming_from_disk_trains_like_the_memory_cache(omniglot_subset, tmp_path, tiny_run):
+    config_memory, metrics_memory = tiny_run
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + ["data.cache=none"])
+    metrics = training.run(config)
+    # Same pixels, same stateless batches, same seed: the same model, up to float rounding.
+    for key in ("top1_accuracy", "top5_accuracy", "oneshot_accuracy"):
+        assert metrics[key] == pytest.approx(metrics_memory[key], abs=0.02)
+    memory = load_encodings(os.path.join(config_memory.run_dir, "encodings.npz"))
+    streamed = load_encodings(os.path.join(config.run_dir, "encodings.npz"))
+    assert streamed.paths == memory.paths
+    np.testing.assert_allclose(streamed.embeddings, memory.embeddings, atol=1e-3)
+
+
+def test_rotated_classes_train(omniglot_subset, tmp_path):
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        "data.rotate_classes=true", "train.epochs=1"])
+    metrics = training.run(config)
+    assert 0.0 <= metrics["top1_accuracy"] <= 1.0
+    bad = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        "data.rotate_classes=true", "data.cache=none"])
+    with pytest.raises(ConfigError, match="data.rotate_classes"):
+        training.run(bad)
