@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 
 from embedding_net.atomic import atomic_path
+from embedding_net.distances import DISTANCES
 from embedding_net.data import drop_unusable, read_images, scan_image_folder
 from embedding_net.errors import EncodingsError
 from embedding_net.evaluation import class_distances, nearest_classes
@@ -90,18 +91,35 @@ def load_encodings(path):
         if "allow_pickle" in str(error):
             raise EncodingsError(f"{path} holds pickled objects; refusing to load it") from None
         raise EncodingsError(f"{path} is not a readable .npz encodings file: {error}") from None
-    embeddings, labels = arrays["embeddings"], arrays["labels"]
-    class_names = [str(n) for n in arrays["class_names"]]
-    if embeddings.ndim != 2 or labels.shape != (len(embeddings),) or len(arrays["paths"]) != len(labels):
+    return _validated(path, arrays)
+
+
+def _validated(path, arrays):
+    """Checks dtypes and shapes of the loaded arrays; a crafted file fails here, cleanly."""
+    embeddings, labels, centroids = arrays["embeddings"], arrays["labels"], arrays["centroids"]
+    class_names, paths = arrays["class_names"], arrays["paths"]
+    if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.floating):
+        raise EncodingsError(f"{path}: embeddings must be a 2-D float array")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise EncodingsError(f"{path}: labels must be a 1-D integer array")
+    if class_names.ndim != 1 or paths.ndim != 1 or class_names.dtype.kind != "U" or paths.dtype.kind != "U":
+        raise EncodingsError(f"{path}: class_names and paths must be 1-D string arrays")
+    if len(labels) != len(embeddings) or len(paths) != len(labels):
         raise EncodingsError(f"{path}: embeddings, labels and paths do not have matching lengths")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise EncodingsError(f"{path}: labels refer to classes outside class_names")
+    if centroids.shape != (len(class_names), embeddings.shape[1]) or not np.issubdtype(centroids.dtype, np.floating):
+        raise EncodingsError(f"{path}: centroids must be a float array [classes, embedding size]")
     try:
         metadata = json.loads(str(arrays["metadata"]))
     except json.JSONDecodeError:
-        raise EncodingsError(f"{path}: metadata is not valid JSON") from None
-    return Encodings(embeddings.astype(np.float32), labels.astype(np.int32), class_names,
-                     [str(p) for p in arrays["paths"]], arrays["centroids"].astype(np.float32), metadata)
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise EncodingsError(f"{path}: metadata must be a JSON object")
+    if metadata.get("distance", "euclidean") not in DISTANCES:
+        raise EncodingsError(f"{path}: unknown distance {metadata['distance']!r} in metadata")
+    return Encodings(embeddings.astype(np.float32), labels.astype(np.int32), [str(n) for n in class_names],
+                     [str(p) for p in paths], centroids.astype(np.float32), metadata)
 
 
 def embed_images(model, images, batch_size=256):
@@ -153,5 +171,6 @@ def classify(query_embeddings, encodings, top_k=5, distance="euclidean"):
     distances = class_distances(np.asarray(query_embeddings, np.float32), encodings.embeddings,
                                 encodings.labels, len(encodings.class_names), distance)
     ranked = nearest_classes(distances, top_k)
-    return [[(encodings.class_names[c], float(row[c])) for c in ranks]
+    # Classes without a reference image (only in hand-made encodings) are at +inf: never listed.
+    return [[(encodings.class_names[c], float(row[c])) for c in ranks if np.isfinite(row[c])]
             for ranks, row in zip(ranked, distances)]
