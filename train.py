@@ -24,7 +24,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from embedding_net.config import load_config
     from embedding_net.errors import UserError

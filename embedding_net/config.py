@@ -33,6 +33,7 @@ class ModelConfig:
     embedding_size: int = field(default=64, metadata=_at_least(1))
     weights: typing.Optional[str] = None
     pooling: str = field(default="avg", metadata=_choice("avg", "max"))
+    invert: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,13 @@ class ImagePreprocessing(keras.layers.Layer):
         mode: `unit` (x / 255), `tf` (x / 127.5 - 1), `caffe` (RGB -> BGR, minus the ImageNet
             mean), `torch` (x / 255, then ImageNet mean and std) or `raw` (float, unchanged:
             for backbones that rescale themselves, such as EfficientNet).
-        output_channels: 1 or 3; grayscale inputs are repeated to 3 channels when 3 are asked.
+        output_channels: 1 or 3; grayscale inputs are repeated to 3 channels when 3 are asked
+            (and colour inputs turned to grayscale when 1 is asked).
+        invert: use 255 - x, so dark strokes on light paper become bright strokes on a dark
+            background, which matches the zero padding of convolutions.
     """
 
-    def __init__(self, mode="unit", output_channels=None, **kwargs):
+    def __init__(self, mode="unit", output_channels=None, invert=False, **kwargs):
         super().__init__(**kwargs)
         if mode not in PREPROCESSING_MODES:
             raise ValueError(
@@ -35,9 +38,12 @@ class ImagePreprocessing(keras.layers.Layer):
             raise ValueError(f"`output_channels` must be None, 1 or 3. Received: {output_channels!r}")
         self.mode = mode
         self.output_channels = output_channels
+        self.invert = bool(invert)
 
     def call(self, images):
         x = ops.cast(images, self.compute_dtype)
+        if self.invert:
+            x = 255.0 - x
         if self.output_channels == 3 and x.shape[-1] == 1:
             x = ops.repeat(x, 3, axis=-1)
         elif self.output_channels == 1 and x.shape[-1] == 3:  # ITU-R BT.601 luma, as OpenCV
@@ -66,7 +72,7 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"mode": self.mode, "output_channels": self.output_channels})
+        config.update({"mode": self.mode, "output_channels": self.output_channels, "invert": self.invert})
         return config
 
 

@@ -17,6 +17,7 @@ def build_embedding_model(
     embedding_size=64,
     weights=None,
     pooling="avg",
+    invert=False,
     name="embedding_model",
 ):
     """Builds backbone -> global pooling -> dense projection -> L2 normalisation.
@@ -31,6 +32,8 @@ def build_embedding_model(
         embedding_size: the dimension D of the embeddings.
         weights: None or a pretrained name the backbone offers (e.g. `imagenet`).
         pooling: `avg` or `max` global pooling of the feature map.
+        invert: feed 255 - pixel to the backbone (for dark-on-light images such as scans
+            of handwriting).
 
     Returns:
         A `keras.Model` mapping uint8 [B, H, W, C] to float32 [B, D] of unit norm.
@@ -44,7 +47,7 @@ def build_embedding_model(
     backbone_channels = 3 if spec.rgb else channels
     inputs = keras.Input((height, width, channels), dtype="uint8", name="image")
     x = ImagePreprocessing(mode=spec.preprocessing, output_channels=backbone_channels,
-                           name="preprocessing")(inputs)
+                           invert=invert, name="preprocessing")(inputs)
     x = build_backbone(backbone, (height, width, backbone_channels), weights)(x)
     if pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)

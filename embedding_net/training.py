@@ -138,7 +138,7 @@ def run(config):
 
     model = build_embedding_model(
         config.model.backbone, config.model.input_shape, config.model.embedding_size,
-        config.model.weights, config.model.pooling,
+        config.model.weights, config.model.pooling, config.model.invert,
     )
     loss = TripletLoss(config.loss.margin, config.loss.mining, config.loss.distance)
     model.compile(optimizer=build_optimizer(config.train), loss=loss)

@@ -334,3 +334,25 @@ def test_l2_normalization_config_round_trip():
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(again, L2Normalization) and again.epsilon == 1e-6
     assert layer.compute_output_shape((None, 5)) == (None, 5)
+
+
+def test_invert_feeds_255_minus_pixel_and_round_trips(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 1)).astype("uint8")
+    layer = ImagePreprocessing(mode="unit", invert=True)
+    np.testing.assert_allclose(np.asarray(layer(images)), (255.0 - images) / 255.0, atol=1e-6)
+    assert ImagePreprocessing.from_config(layer.get_config()).invert is True
+    model = build_embedding_model("conv4", (16, 16, 1), 8, invert=True)
+    path = str(tmp_path / "inverted.keras")
+    model.save(path)
+    reloaded = load_embedding_model(path)
+    assert reloaded.get_layer("preprocessing").invert is True
+    x = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 1)).astype("uint8")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_colour_to_grayscale_uses_luma_weights():
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 3, 3)).astype("uint8")
+    gray = np.asarray(ImagePreprocessing(mode="raw", output_channels=1)(images))
+    expected = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert gray.shape == (2, 3, 3, 1)
+    np.testing.assert_allclose(gray[..., 0], expected, rtol=1e-5)
