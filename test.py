@@ -1,6 +1,6 @@
 """Classify images with a trained embedding model, or enroll a labelled folder as encodings.
 
-    python test.py --weights RUN/model.keras --encodings RUN/encodings.npz --image IMG [--json]
+    python test.py --weights RUN/model.keras --encodings RUN/encodings.npz --image IMG [IMG|DIR ...]
     python test.py --weights RUN/model.keras --enroll DIR --encodings OUT.npz
 """
 
@@ -15,24 +15,25 @@ def parse_args(argv=None):
     parser.add_argument("--weights", required=True, help="a model.keras written by train.py")
     parser.add_argument("--encodings", required=True, help="encodings .npz to read (or, with --enroll, to write)")
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--image", help="the image to classify")
+    action.add_argument("--image", nargs="+", help="images to classify: files or folders")
     action.add_argument("--enroll", metavar="DIR", help="labelled folder DIR/<class>/<image> to embed")
     parser.add_argument("--top-k", type=int, default=5, help="nearest classes to show (default: 5)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--threshold", type=float, help="distance above which a prediction is 'unknown' "
+                        "(default: the one stored in the encodings, if any)")
+    parser.add_argument("--output", metavar="CSV", help="also write one row per image to this CSV file")
+    parser.add_argument("--json", action="store_true", help="print JSON (one object per image)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from embedding_net import encodings as enc
-    from embedding_net.data import read_image
+    from embedding_net import encodings as enc, prediction
     from embedding_net.errors import UserError
     from embedding_net.models import load_embedding_model
 
     try:
-        if args.image and not os.path.isfile(args.image):
-            raise UserError(f"image not found: {args.image}")
+        paths = prediction.collect_image_paths(args.image) if args.image else []
         model = load_embedding_model(args.weights)
         if args.enroll:
             result = enc.enroll_folder(model, args.enroll, metadata={"model": os.path.abspath(args.weights)})
@@ -43,19 +44,20 @@ def main(argv=None):
             return 0
         references = enc.load_encodings(args.encodings)
         enc.check_compatible(references, model, args.encodings)
-        height, width, channels = enc.model_image_shape(model)
-        image = read_image(args.image, (height, width), channels)
-        distance = references.metadata.get("distance", "euclidean")
-        nearest = enc.classify(enc.embed_images(model, image[None]), references, args.top_k, distance)[0]
+        threshold = args.threshold if args.threshold is not None else references.metadata.get("threshold")
+        rows = prediction.predict_paths(model, references, paths, args.top_k, threshold)
+        if args.output:
+            prediction.write_predictions_csv(args.output, rows)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps({"image": args.image, "prediction": nearest[0][0], "distance": nearest[0][1],
-                          "nearest": [{"class": c, "distance": d} for c, d in nearest]}))
-    else:
-        print(f"{args.image}: {nearest[0][0]} (distance {nearest[0][1]:.4f})")
-        for rank, (name, dist) in enumerate(nearest, 1):
+    for row in rows:
+        if args.json:
+            print(json.dumps({"image": row["path"], "prediction": row["prediction"], "distance": row["distance"],
+                              "nearest": [{"class": c, "distance": d} for c, d in row["nearest"]]}))
+            continue
+        print(f"{row['path']}: {row['prediction']} (distance {row['distance']:.4f})")
+        for rank, (name, dist) in enumerate(row["nearest"], 1):
             print(f"  {rank}. {name}  {dist:.4f}")
     return 0
 

@@ -125,3 +125,34 @@ def test_train_py_config_errors_exit_2_with_one_line(override, message):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+
+
+def test_test_py_classifies_several_images_and_folders_into_csv(trained, omniglot_subset, tmp_path):
+    import csv
+
+    run_dir, _ = trained
+    folder = os.path.join(omniglot_subset, "val", "Atlantean__character01")
+    single = os.path.join(omniglot_subset, "val", "Atlantean__character09", "1019_08.png")
+    out = tmp_path / "predictions.csv"
+    result = run_script("test.py", "--weights", f"{run_dir}/model.keras", "--encodings",
+                        f"{run_dir}/encodings.npz", "--image", single, folder, "--output", str(out),
+                        "--json", "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    objects = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert len(objects) == 21
+    assert objects[0]["image"] == single and len(objects[0]["nearest"]) == 3
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["path"] for row in rows] == [o["image"] for o in objects]
+    assert rows[0]["prediction"] == "Atlantean__character09"
+    assert len(rows[0]["top_k"].split(";")) == 3
+
+
+def test_test_py_threshold_says_unknown(trained, omniglot_subset):
+    run_dir, _ = trained
+    image = os.path.join(omniglot_subset, "val", "Atlantean__character09", "1019_08.png")
+    result = run_script("test.py", "--weights", f"{run_dir}/model.keras", "--encodings",
+                        f"{run_dir}/encodings.npz", "--image", image, "--threshold", "-1", "--json")
+    payload = json.loads(result.stdout)
+    assert payload["prediction"] == "unknown"
+    assert payload["nearest"][0]["class"] == "Atlantean__character09"
