@@ -20,6 +20,7 @@ from embedding_net.encodings import embed_images, make_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError
 from embedding_net.evaluation import evaluate_oneshot, evaluate_retrieval
 from embedding_net.losses import TripletLoss
+from embedding_net.monitors import collapse_monitors
 from embedding_net.models import build_embedding_model, load_embedding_model
 from embedding_net.sampling import pk_dataset
 
@@ -141,7 +142,8 @@ def run(config):
         config.model.weights, config.model.pooling, config.model.invert,
     )
     loss = TripletLoss(config.loss.margin, config.loss.mining, config.loss.distance)
-    model.compile(optimizer=build_optimizer(config.train), loss=loss)
+    model.compile(optimizer=build_optimizer(config.train), loss=loss,
+                  metrics=collapse_monitors(config.loss.margin, config.loss.distance))
 
     validation = None
     if val_folder is not None and config.train.validation_steps and len(val_folder.class_names) >= 2:
