@@ -14,7 +14,7 @@ from embedding_net.metrics import check_embeddings, check_positive
 
 
 def sample_episodes(labels, n_way=20, k_shot=1, episodes=1000, queries_per_class=1, seed=0):
-    """An iterator over the image indices of each episode, drawn with `numpy.random.default_rng(seed)`.
+    """The image indices of each episode, drawn with `numpy.random.default_rng(seed)`.
 
     Per episode: classes = rng.choice(the classes with at least k_shot + queries_per_class
     images, in increasing label order, n_way, replace=False); then for each drawn class in
@@ -30,8 +30,8 @@ def sample_episodes(labels, n_way=20, k_shot=1, episodes=1000, queries_per_class
         seed: seed of the generator.
 
     Returns:
-        An iterator of `(support, queries)`: int64 index arrays [n_way, k_shot] and [n_way, queries_per_class];
-        row i is the i-th drawn class.
+        An iterator of `(support, queries)`, int64 index arrays [n_way, k_shot] and
+        [n_way, queries_per_class]; row i is the i-th drawn class. Checks run at the call.
 
     Raises:
         ValueError: a count below 1, or `n_way` above the number of classes with enough images.

@@ -128,7 +128,8 @@ def draw_mosaic(rows, path, title=None, group=None):
             mosaic[top + border:top + border + height, x + border:x + border + width] = image
             captions.append((x + border + width / 2, top + height + 2 * border + 1, caption))
     title_inches = 0.4 if title else 0.0
-    figure = Figure(figsize=(mosaic.shape[1] * inch_per_pixel, mosaic.shape[0] * inch_per_pixel + title_inches))
+    figure = Figure(figsize=(mosaic.shape[1] * inch_per_pixel,
+                             mosaic.shape[0] * inch_per_pixel + title_inches))
     axes = figure.add_axes((0, 0, 1, 1 - title_inches / figure.get_figheight()))
     axes.imshow(mosaic, interpolation="nearest")
     axes.set_axis_off()
@@ -160,9 +161,10 @@ def plot_neighbour_gallery(query_paths, query_labels, reference_paths, reference
                          f"{len(query_labels)} labels, neighbour_indices of shape {neighbour_indices.shape}")
     if len(query_paths) == 0:
         raise ValueError("no queries to draw. Received 0 query paths")
-    if neighbour_indices.size and (neighbour_indices.min() < 0 or neighbour_indices.max() >= len(reference_paths)):
+    low, high = (neighbour_indices.min(), neighbour_indices.max()) if neighbour_indices.size else (0, 0)
+    if low < 0 or high >= len(reference_paths):
         raise ValueError(f"neighbour_indices must lie in [0, {len(reference_paths)}). Received values "
-                         f"from {neighbour_indices.min()} to {neighbour_indices.max()}")
+                         f"from {low} to {high}")
     if len(reference_paths) != len(reference_labels):
         raise ValueError(f"reference_paths and reference_labels differ in length. Received "
                          f"{len(reference_paths)} and {len(reference_labels)}")
@@ -195,7 +197,8 @@ def _groups(parts, names, frames, captions, per_row, path):
     if len({len(part) for part in parts}) != 1 or len(parts[0]) == 0:
         raise ValueError(f"{', '.join(names)} must be non-empty and equally long. Received "
                          f"{[len(part) for part in parts]}")
-    groups = [[(part[i], captions[i][p], frames[i][p]) for p, part in enumerate(parts)] for i in range(len(parts[0]))]
+    groups = [[(part[i], captions[i][p], frames[i][p]) for p, part in enumerate(parts)]
+              for i in range(len(parts[0]))]
     per_row = max(1, int(per_row))
     rows = [sum(groups[i:i + per_row], []) for i in range(0, len(groups), per_row)]
     return draw_mosaic(rows, path, group=len(parts))
@@ -203,11 +206,18 @@ def _groups(parts, names, frames, captions, per_row, path):
 
 def plot_triplets(anchors, positives, negatives, path="triplets.png", anchor_labels=None,
                   negative_labels=None, class_names=None, per_row=2):
-    """Triplets side by side: anchor (blue), positive (green), negative (red), captioned with classes if given."""
+    """Triplets side by side: anchor (blue), positive (green), negative (red); returns `path`.
+
+    Captions name each role, with its class when `anchor_labels` (the anchor's and positive's
+    class) and `negative_labels` are given. `per_row` triplets share a row.
+    """
     def named(role, labels, i):
         return role if labels is None else f"{role}: {_caption(labels[i], class_names)}"
 
     count = len(anchors)
+    for name, labels in (("anchor_labels", anchor_labels), ("negative_labels", negative_labels)):
+        if labels is not None and len(labels) != count:
+            raise ValueError(f"need one of {name} per triplet. Received {len(labels)} for {count} triplets")
     captions = [(named("anchor", anchor_labels, i), named("positive", anchor_labels, i),
                  named("negative", negative_labels, i)) for i in range(count)]
     frames = [(BLUE, GREEN, RED)] * count
@@ -216,10 +226,15 @@ def plot_triplets(anchors, positives, negatives, path="triplets.png", anchor_lab
 
 
 def plot_pairs(first, second, same, path="pairs.png", per_row=4):
-    """Pairs side by side, framed green and captioned "same (1)" when `same` is 1, red "different (0)" if 0."""
+    """Pairs side by side, `per_row` to a row; returns `path`.
+
+    A pair whose `same` is 1 is framed green and captioned "same (1)"; one whose `same` is 0 is
+    framed red and captioned "different (0)".
+    """
     same = [bool(np.asarray(s).ravel()[0]) for s in same]
     if len(same) != len(first):
-        raise ValueError(f"need one `same` label per pair. Received {len(same)} labels for {len(first)} pairs")
+        raise ValueError(f"need one `same` label per pair. Received {len(same)} labels for "
+                         f"{len(first)} pairs")
     captions = [("same (1)", "") if s else ("different (0)", "") for s in same]
     frames = [(GREEN, GREEN) if s else (RED, RED) for s in same]
     return _groups((first, second), ("first", "second"), frames, captions, per_row, path)

@@ -1,4 +1,4 @@
-"""Retrieval, classification and verification metrics of embeddings, in NumPy, chunked over queries.
+"""Retrieval and classification metrics of embeddings, in NumPy, chunked over queries.
 
 Every function takes plain arrays: embeddings [N, D] and integer labels [N]. Passing no
 references means leave-one-out on the queries: each query is matched against all the other
@@ -7,6 +7,8 @@ queries, never itself. Distances come from `embedding_net.evaluation.distance_ma
 
 Ties in distance are broken by reference index, lower first, everywhere: the rankings are
 deterministic and a duplicate of the query does not count as better than an earlier reference.
+Few-shot episodes are in `embedding_net.episodes`, pair verification in
+`embedding_net.verification`.
 """
 
 import numpy as np
@@ -38,8 +40,10 @@ def check_embeddings(embeddings, labels=None, name="embeddings"):
     return embeddings, labels.astype(np.int64)
 
 
-def _inputs(query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size):
+def _inputs(query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size,
+            distance):
     """Validated arrays and whether the evaluation is leave-one-out."""
+    check_distance(distance)  # now, not only once a distance is computed
     check_positive("chunk_size", chunk_size)
     queries, query_labels = check_embeddings(query_embeddings, query_labels, "query_embeddings")
     if (reference_embeddings is None) != (reference_labels is None):
@@ -67,7 +71,7 @@ def _blocks(queries, references, distance, chunk_size, leave_one_out, rows=None)
         yield chunk, block
 
 
-def smallest(block, k):
+def _smallest(block, k):
     """Columns of the k smallest entries of each row [rows, k], nearest first, ties by column.
 
     A partial sort: the k-th smallest value of each row bounds the candidates, and only those
@@ -105,21 +109,24 @@ def retrieval_metrics(query_embeddings, query_labels, reference_embeddings=None,
         skipped), `queries` (the number evaluated) and `skipped_queries`.
     """
     queries, query_labels, references, reference_labels, loo = _inputs(
-        query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size)
+        query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size,
+        distance)
     classes, counts = np.unique(reference_labels, return_counts=True)
     position = np.minimum(np.searchsorted(classes, query_labels), len(classes) - 1)
     r = np.where(classes[position] == query_labels, counts[position], 0) - int(loo)
     evaluated = np.nonzero(r > 0)[0]
-    totals = np.zeros(3)
+    # Per-query scores, averaged once at the end, so that the chunking cannot change rounding.
+    scores = np.empty((len(queries), 3))
     for chunk, block in _blocks(queries, references, distance, chunk_size, loo, evaluated):
         r_chunk = r[chunk]
         k = int(r_chunk.max())
-        relevant = reference_labels[smallest(block, k)] == query_labels[chunk, None]
+        relevant = reference_labels[_smallest(block, k)] == query_labels[chunk, None]
         relevant &= np.arange(k) < r_chunk[:, None]  # rank > R does not count
         hits = np.cumsum(relevant, axis=1)
-        totals += (np.sum(relevant[:, 0]), np.sum(hits[:, -1] / r_chunk),
-                   np.sum(np.sum(relevant * hits / np.arange(1, k + 1), axis=1) / r_chunk))
-    means = totals / len(evaluated) if len(evaluated) else np.full(3, np.nan)
+        scores[chunk] = np.stack([relevant[:, 0], hits[:, -1] / r_chunk,
+                                  np.sum(relevant * hits / np.arange(1, k + 1), axis=1) / r_chunk],
+                                 axis=1)
+    means = scores[evaluated].mean(axis=0) if len(evaluated) else np.full(3, np.nan)
     return {"precision_at_1": float(means[0]), "r_precision": float(means[1]),
             "map_at_r": float(means[2]), "queries": int(len(evaluated)),
             "skipped_queries": int(len(queries) - len(evaluated))}
@@ -145,6 +152,7 @@ def knn_predict(query_embeddings, reference_embeddings, reference_labels, k=5,
     Returns:
         int64 [Q] predicted labels.
     """
+    check_distance(distance)
     check_positive("k", k)
     check_positive("chunk_size", chunk_size)
     queries = check_embeddings(query_embeddings, name="query_embeddings")
@@ -158,7 +166,7 @@ def knn_predict(query_embeddings, reference_embeddings, reference_labels, k=5,
         raise ValueError(f"`k` must be <= the {available} references available. Received: {k}")
     predictions = np.empty(len(queries), np.int64)
     for chunk, block in _blocks(queries, references, distance, chunk_size, exclude_self):
-        nearest = smallest(block, k)
+        nearest = _smallest(block, k)
         voters = labels[nearest]
         spent = np.take_along_axis(block, nearest, axis=1).astype(np.float64)
         same = voters[:, :, None] == voters[:, None, :]
@@ -175,7 +183,8 @@ def knn_vote_accuracy(query_embeddings, query_labels, reference_embeddings=None,
                       reference_labels=None, k=5, distance="euclidean", chunk_size=1024):
     """Fraction of queries whose `knn_predict` vote is their label (references None: LOO)."""
     queries, labels, references, reference_labels, loo = _inputs(
-        query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size)
+        query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size,
+        distance)
     predicted = knn_predict(queries, references, reference_labels, k, distance, chunk_size, loo)
     return float(np.mean(predicted == labels))
 
@@ -207,6 +216,7 @@ def nearest_centroid_predict(query_embeddings, reference_embeddings, reference_l
     `exclude_self` (queries are the references) query i is compared with its own class's mean
     without it; a class with one image then has no centroid for that query.
     """
+    check_distance(distance)
     check_positive("chunk_size", chunk_size)
     queries = check_embeddings(query_embeddings, name="query_embeddings")
     references, labels = check_embeddings(reference_embeddings, reference_labels,
@@ -224,6 +234,7 @@ def nearest_centroid_predict(query_embeddings, reference_embeddings, reference_l
         if exclude_self:
             rows = np.arange(begin, begin + len(block))
             own = _unit(sums[index[rows]] - references[rows])
+            # Row-wise rather than distance_matrix: same definition, one pair per query.
             block[np.arange(len(rows)), index[rows]] = np.where(
                 counts[index[rows]] > 1, paired_distances(queries[rows], own, distance), np.inf)
         predictions[begin : begin + len(block)] = classes[np.argmin(block, axis=1)]
@@ -234,7 +245,8 @@ def nearest_centroid_accuracy(query_embeddings, query_labels, reference_embeddin
                               reference_labels=None, distance="euclidean", chunk_size=1024):
     """Fraction of queries whose `nearest_centroid_predict` label is theirs (None: LOO)."""
     queries, labels, references, reference_labels, loo = _inputs(
-        query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size)
+        query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size,
+        distance)
     predicted = nearest_centroid_predict(queries, references, reference_labels, distance,
                                          chunk_size, loo)
     return float(np.mean(predicted == labels))
@@ -245,7 +257,8 @@ def top_k_accuracy(query_embeddings, query_labels, reference_embeddings=None,
     """{k: fraction of queries whose class is among the k nearest}, a class's distance being
     that of its nearest image (`embedding_net.evaluation.top_k_accuracy`; None: LOO)."""
     queries, labels, references, reference_labels, loo = _inputs(
-        query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size)
+        query_embeddings, query_labels, reference_embeddings, reference_labels, chunk_size,
+        distance)
     # Map arbitrary integer labels to dense ids; a query class absent from the references
     # gets id C, which no column has, so it can never be right.
     classes, dense = np.unique(reference_labels, return_inverse=True)
@@ -253,6 +266,10 @@ def top_k_accuracy(query_embeddings, query_labels, reference_embeddings=None,
     true = np.where(classes[position] == labels, position, len(classes))
     distances = class_distances(queries, references, dense, len(classes), distance,
                                 np.arange(len(queries)) if loo else None, chunk_size)
+    # A class left without references (a single image, in LOO) is at +inf, yet still ranked
+    # when k >= C: it must not count as found.
+    rows = np.nonzero(true < len(classes))[0]
+    true[rows[np.isinf(distances[rows, true[rows]])]] = len(classes)
     return _top_k_of_class_distances(distances, true, ks)
 
 

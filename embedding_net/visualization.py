@@ -209,7 +209,9 @@ def plot_tsne_interactive(embeddings_or_path, labels=None, class_names=None, pat
     names = [_name(labels[i], class_names) for i in indices] if labels is not None else [""] * len(indices)
     shown_paths = [str(paths[i]) for i in indices] if paths is not None else [""] * len(indices)
     files = [os.path.basename(p) for p in shown_paths]
-    uris = _thumbnail_uris(shown_paths, int(thumbnail_size)) if thumbnails and paths is not None else [""] * len(indices)
+    uris = [""] * len(indices)
+    if thumbnails and paths is not None:
+        uris = _thumbnail_uris(shown_paths, int(thumbnail_size))
     customdata = np.array(list(zip(names, files, uris)), dtype=object).reshape(len(indices), 3)
     common = dict(mode="markers", hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<extra></extra>")
     figure = go.Figure()
@@ -283,7 +285,9 @@ def plot_training_curves(history_csv_or_dict, path="curves.png"):
         axes = figure.add_subplot(rows, columns, i + 1)
         for name in names:
             values = history[name]
-            epochs = history["epoch"] + 1 if len(history.get("epoch", [])) == len(values) else np.arange(1, len(values) + 1)
+            epochs = np.arange(1, len(values) + 1)
+            if len(history.get("epoch", [])) == len(values):
+                epochs = history["epoch"] + 1
             axes.plot(epochs, values, marker="o" if len(values) <= 30 else None, markersize=3, label=name)
         finite = np.concatenate([history[n][np.isfinite(history[n])] for n in names])
         if base == "learning_rate" and finite.min() > 0 and finite.max() / finite.min() > 50:

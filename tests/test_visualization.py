@@ -226,7 +226,7 @@ def test_neighbour_gallery_frames_hits_and_misses(tmp_path, image_files):
                                                path=str(tmp_path / "g" / "n.png"), class_names=["a", "b", "c"])
     image = cv2.cvtColor(read_png(out), cv2.COLOR_BGR2RGB).reshape(-1, 3).astype(int)
     height, width = read_png(out).shape[:2]
-    assert width > 3 * height  # 2 rows of 4 tiles
+    assert 1.5 * height < width < 3 * height  # 2 rows of 4 tiles with captions
     for colour in (galleries.GREEN, galleries.RED, galleries.BLUE):
         assert (np.abs(image - colour).sum(axis=1) < 10).any(), colour
     with pytest.raises(ValueError, match=r"\[0, 6\)"):
@@ -258,5 +258,7 @@ def test_plot_triplets_and_pairs(tmp_path):
     image = cv2.cvtColor(read_png(out), cv2.COLOR_BGR2RGB).reshape(-1, 3).astype(int)
     for colour in (galleries.GREEN, galleries.RED):
         assert (np.abs(image - colour).sum(axis=1) < 10).any(), colour
+    with pytest.raises(ValueError, match="2 for 5 triplets"):
+        visualization.plot_triplets(*images, path=str(tmp_path / "u.png"), anchor_labels=[0, 1])
     with pytest.raises(ValueError, match=r"\[5, 4\]"):
         visualization.plot_pairs(images[0], images[1][:4], [1, 0, 1, 1, 0], path=str(tmp_path / "q.png"))
