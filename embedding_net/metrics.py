@@ -60,6 +60,20 @@ def _inputs(query_embeddings, query_labels, reference_embeddings, reference_labe
     return queries, query_labels, references, reference_labels, False
 
 
+def _predict_inputs(query_embeddings, reference_embeddings, reference_labels, distance,
+                    chunk_size, exclude_self):
+    """Validated queries, references and reference labels of a `*_predict` function."""
+    check_distance(distance)
+    check_positive("chunk_size", chunk_size)
+    queries = check_embeddings(query_embeddings, name="query_embeddings")
+    references, labels = check_embeddings(reference_embeddings, reference_labels,
+                                          "reference_embeddings")
+    if exclude_self and len(queries) != len(references):
+        raise ValueError("`exclude_self` needs the queries to be the references. Received: "
+                         f"{len(queries)} queries and {len(references)} references")
+    return queries, references, labels
+
+
 def _blocks(queries, references, distance, chunk_size, leave_one_out, rows=None):
     """Yields `(query indices, float32 distance block)`, the query's own column at +inf in LOO."""
     rows = np.arange(len(queries)) if rows is None else rows
@@ -114,7 +128,10 @@ def retrieval_metrics(query_embeddings, query_labels, reference_embeddings=None,
     classes, counts = np.unique(reference_labels, return_counts=True)
     position = np.minimum(np.searchsorted(classes, query_labels), len(classes) - 1)
     r = np.where(classes[position] == query_labels, counts[position], 0) - int(loo)
+    # Chunks of queries with similar R: each chunk ranks max(R) neighbours, so one big class
+    # would otherwise make every chunk rank that many.
     evaluated = np.nonzero(r > 0)[0]
+    evaluated = evaluated[np.argsort(r[evaluated], kind="stable")]
     # Per-query scores, averaged once at the end, so that the chunking cannot change rounding.
     scores = np.empty((len(queries), 3))
     for chunk, block in _blocks(queries, references, distance, chunk_size, loo, evaluated):
@@ -152,15 +169,10 @@ def knn_predict(query_embeddings, reference_embeddings, reference_labels, k=5,
     Returns:
         int64 [Q] predicted labels.
     """
-    check_distance(distance)
     check_positive("k", k)
-    check_positive("chunk_size", chunk_size)
-    queries = check_embeddings(query_embeddings, name="query_embeddings")
-    references, labels = check_embeddings(reference_embeddings, reference_labels,
-                                          "reference_embeddings")
-    if exclude_self and len(queries) != len(references):
-        raise ValueError("`exclude_self` needs the queries to be the references. Received: "
-                         f"{len(queries)} queries and {len(references)} references")
+    queries, references, labels = _predict_inputs(query_embeddings, reference_embeddings,
+                                                  reference_labels, distance, chunk_size,
+                                                  exclude_self)
     available = len(references) - int(exclude_self)
     if k > available:
         raise ValueError(f"`k` must be <= the {available} references available. Received: {k}")
@@ -216,14 +228,9 @@ def nearest_centroid_predict(query_embeddings, reference_embeddings, reference_l
     `exclude_self` (queries are the references) query i is compared with its own class's mean
     without it; a class with one image then has no centroid for that query.
     """
-    check_distance(distance)
-    check_positive("chunk_size", chunk_size)
-    queries = check_embeddings(query_embeddings, name="query_embeddings")
-    references, labels = check_embeddings(reference_embeddings, reference_labels,
-                                          "reference_embeddings")
-    if exclude_self and len(queries) != len(references):
-        raise ValueError("`exclude_self` needs the queries to be the references. Received: "
-                         f"{len(queries)} queries and {len(references)} references")
+    queries, references, labels = _predict_inputs(query_embeddings, reference_embeddings,
+                                                  reference_labels, distance, chunk_size,
+                                                  exclude_self)
     classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
     sums = np.zeros((len(classes), references.shape[1]), np.float64)
     np.add.at(sums, index, references)
