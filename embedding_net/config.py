@@ -81,6 +81,14 @@ class EncodingsConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    knn_k: int = field(default=5, metadata=_at_least(1))
+    episodes: int = field(default=1000, metadata=_at_least(0))
+    plots: bool = True
+    tsne_max_points: int = field(default=2000, metadata=_at_least(10))
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     work_dir: str = "work_dirs"
     name: str = "omniglot"
@@ -93,6 +101,7 @@ class Config:
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
     encodings: EncodingsConfig = EncodingsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     output: OutputConfig = OutputConfig()
 
     @property

@@ -76,7 +76,10 @@ def top_k_accuracy(class_distance, true_labels, ks=(1, 5)):
     """{k: fraction of queries whose true class is among their k nearest classes}."""
     true_labels = np.asarray(true_labels)
     ranked = nearest_classes(class_distance, max(ks))
-    return {k: float(np.mean(np.any(ranked[:, :k] == true_labels[:, None], axis=1))) for k in ks}
+    # A true class without any usable reference (+inf) is never "found", whatever k is.
+    reachable = np.isfinite(class_distance[np.arange(len(true_labels)), true_labels])
+    return {k: float(np.mean(np.any(ranked[:, :k] == true_labels[:, None], axis=1) & reachable))
+            for k in ks}
 
 
 def oneshot_accuracy(runs, embedding_of, distance="euclidean"):
@@ -105,39 +108,6 @@ def load_oneshot_runs(path):
     """Reads a one-shot task file (`{"runs": [...]}`, paths relative to the dataset root)."""
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)["runs"]
-
-
-def evaluate_retrieval(val, train=None, distance="euclidean", ks=(1, 5)):
-    """Top-k nearest-class accuracy of the val split.
-
-    When every val class also appears in train, val images are queries against the train
-    images; otherwise (unseen classes, as in Omniglot) each val image is a query against the
-    other val images (leave-one-out).
-
-    Args:
-        val: `(embeddings, labels, class_names)` of the val split.
-        train: the same for train, or None.
-
-    Returns:
-        A dict with `top{k}_accuracy` for each k, `protocol` and `queries`.
-    """
-    val_embeddings, val_labels, val_names = val
-    if train is not None and set(val_names) <= set(train[2]):
-        train_embeddings, train_labels, train_names = train
-        index = {name: i for i, name in enumerate(train_names)}
-        true = np.array([index[val_names[label]] for label in val_labels])
-        distances = class_distances(val_embeddings, train_embeddings, train_labels,
-                                    len(train_names), distance)
-        protocol = "val_vs_train"
-    else:
-        true = np.asarray(val_labels)
-        distances = class_distances(val_embeddings, val_embeddings, val_labels, len(val_names),
-                                    distance, query_indices=np.arange(len(val_labels)))
-        protocol = "leave_one_out_val"
-    accuracy = top_k_accuracy(distances, true, ks)
-    result = {f"top{k}_accuracy": value for k, value in accuracy.items()}
-    result.update({"protocol": protocol, "queries": int(len(true))})
-    return result
 
 
 def evaluate_oneshot(root, val_paths, val_embeddings, distance="euclidean"):

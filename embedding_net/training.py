@@ -18,7 +18,16 @@ from embedding_net.data import add_rotated_classes, drop_unusable, read_images, 
 from embedding_net.datasets import DATASETS
 from embedding_net.encodings import embed_images, make_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError
-from embedding_net.evaluation import evaluate_oneshot, evaluate_retrieval
+from embedding_net.evaluation import evaluate_oneshot
+from embedding_net.scoring import score_split
+from embedding_net.visualization import (
+    nearest_neighbours,
+    plot_batch,
+    plot_neighbour_gallery,
+    plot_training_curves,
+    plot_tsne,
+    plot_tsne_interactive,
+)
 from embedding_net.losses import TripletLoss
 from embedding_net.monitors import collapse_monitors
 from embedding_net.models import build_embedding_model, load_embedding_model
@@ -156,6 +165,17 @@ def run(config):
                          monitor="val_loss" if validation is not None else "loss"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
     ]
+    view_folder, view_images = (val_folder, val_images) if val_folder is not None else (train_folder, train_images)
+    tsne_indices = np.sort(np.random.default_rng(config.train.seed).permutation(len(view_folder))[
+        : config.evaluation.tsne_max_points])
+    plot_seconds = 0.0
+    if config.evaluation.plots:
+        started = time.time()
+        before = embed_split(config, model, view_folder.subset(np.isin(np.arange(len(view_folder)), tsne_indices)),
+                             None if view_images is None else view_images[tsne_indices])
+        plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_before"), before, view_folder, tsne_indices,
+                       "before training", config.train.seed)
+        plot_seconds += time.time() - started
     training_set = (train_folder, train_images)
     if config.data.rotate_classes:
         if train_images is None:
@@ -178,16 +198,28 @@ def run(config):
         splits[config.data.val_split] = (val_folder, val_images)
     embedded = {name: embed_split(config, model, folder, images)
                 for name, (folder, images) in splits.items()}
-    write_encodings(config, model, splits, embedded)
-
-    metrics = evaluate(config, splits, embedded)
+    metrics, per_class = evaluate(config, splits, embedded)
+    if config.evaluation.plots:
+        started = time.time()
+        plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_after"), embedded[view_folder_split(config, splits)][tsne_indices],
+                       view_folder, tsne_indices, "after training", config.train.seed)
+        plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "plots", "curves.png"))
+        plot_gallery(config, splits, embedded, os.path.join(run_dir, "plots", "neighbours.png"))
+        batch_images, batch_labels = next(iter(batches(config, *training_set, config.train.seed)))
+        plot_batch(np.asarray(batch_images), np.asarray(batch_labels), os.path.join(run_dir, "plots", "batch.png"),
+                   class_names=training_set[0].class_names)
+        plot_seconds += time.time() - started
+        metrics["plot_seconds"] = round(plot_seconds, 1)
+    write_encodings(config, model, splits, embedded, metrics.get("threshold"))
     metrics["train_seconds"] = round(train_seconds, 1)
+    write_per_class(os.path.join(run_dir, "per_class_accuracy.csv"), per_class)
     atomic_write_text(os.path.join(run_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def write_encodings(config, model, splits, embedded):
-    """Saves the reference encodings: the splits of `encodings.splits`, capped per class."""
+def write_encodings(config, model, splits, embedded, threshold=None):
+    """Saves the reference encodings: the splits of `encodings.splits`, capped per class, with
+    the verification `threshold` beyond which `test.py` answers "unknown"."""
     embeddings, labels, paths, names = [], [], [], []
     for split in config.encodings.splits:
         if split not in splits:
@@ -206,25 +238,73 @@ def write_encodings(config, model, splits, embedded):
     index = {name: i for i, name in enumerate(class_names)}
     metadata = {"distance": config.loss.distance, "input_shape": list(config.model.input_shape),
                 "backbone": config.model.backbone, "splits": list(config.encodings.splits)}
+    if threshold is not None:
+        metadata["threshold"] = float(threshold)
     encodings = make_encodings(np.concatenate(embeddings), [index[n] for n in names], class_names,
                                paths, metadata)
     save_encodings(os.path.join(config.run_dir, "encodings.npz"), encodings)
 
 
 def evaluate(config, splits, embedded):
-    """Top-1/top-5 accuracy on the val split and, when the dataset has one, the one-shot task."""
+    """Every metric of the val split (see `scoring.score_split`), plus the official one-shot
+    task when the dataset has one. Val images are queries against the train images when every
+    val class appears in train, else leave-one-out within val (new classes, as in Omniglot).
+
+    Returns:
+        `(metrics, per_class_rows)`, the rows being `(class_name, top1_accuracy, queries)`.
+    """
     val_split, train_split = config.data.val_split, config.data.train_split
     if val_split not in splits:
         warnings.warn(f"no {val_split} split under {config.data.root}: nothing to evaluate", stacklevel=2)
-        return {}
-    val_folder, _ = splits[val_split]
-    train_folder, _ = splits[train_split]
-    metrics = evaluate_retrieval(
-        (embedded[val_split], val_folder.labels, val_folder.class_names),
-        (embedded[train_split], train_folder.labels, train_folder.class_names),
-        config.loss.distance,
+        return {}, []
+    (val_folder, _), (train_folder, _) = splits[val_split], splits[train_split]
+    reference = None
+    if set(val_folder.class_names) <= set(train_folder.class_names):
+        index = {name: i for i, name in enumerate(train_folder.class_names)}
+        labels = np.array([index[val_folder.class_names[label]] for label in val_folder.labels])
+        reference, names = (embedded[train_split], train_folder.labels), train_folder.class_names
+    else:
+        labels, names = val_folder.labels, val_folder.class_names
+    metrics, per_class = score_split(
+        embedded[val_split], labels, reference, config.loss.distance, config.evaluation.knn_k,
+        config.evaluation.episodes, config.train.seed,
     )
     oneshot = evaluate_oneshot(config.data.root, val_folder.paths, embedded[val_split], config.loss.distance)
     if oneshot:
         metrics.update(oneshot)
-    return metrics
+    counts = np.bincount(labels, minlength=len(names))
+    rows = [(names[c], per_class[c], int(counts[c])) for c in range(len(names)) if counts[c]]
+    return metrics, rows
+
+
+def view_folder_split(config, splits):
+    """The split shown in pictures: val when there is one, else train."""
+    return config.data.val_split if config.data.val_split in splits else config.data.train_split
+
+
+def plot_tsne_pair(stem, embeddings, folder, indices, stage, seed):
+    """The static PNG and the interactive HTML t-SNE of the images `indices` of `folder`."""
+    labels = folder.labels[indices]
+    paths = [folder.paths[i] for i in indices]
+    title = f"t-SNE of {len(indices)} images, {stage}"
+    plot_tsne(embeddings, labels, folder.class_names, f"{stem}.png", title=title, seed=seed)
+    plot_tsne_interactive(embeddings, labels, folder.class_names, paths, f"{stem}.html", seed=seed,
+                          title=title)
+
+
+def plot_gallery(config, splits, embedded, path, queries=8):
+    """A few seeded queries of the shown split, each with its 5 nearest other images."""
+    split = view_folder_split(config, splits)
+    folder = splits[split][0]
+    chosen = np.sort(np.random.default_rng(config.train.seed).permutation(len(folder))[:queries])
+    found = nearest_neighbours(embedded[split][chosen], embedded[split], k=6, distance=config.loss.distance)
+    # Leave the query itself out of its own neighbours.
+    neighbours = np.stack([[n for n in row if n != query][:5] for row, query in zip(found, chosen)])
+    plot_neighbour_gallery([folder.paths[i] for i in chosen], folder.labels[chosen], folder.paths,
+                           folder.labels, neighbours, path, class_names=folder.class_names)
+
+
+def write_per_class(path, rows):
+    """Writes the per-class accuracy table as CSV, atomically."""
+    lines = ["class,top1_accuracy,queries"] + [f'"{n}",{a:.6f},{q}' for n, a, q in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")

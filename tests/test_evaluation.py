@@ -11,7 +11,6 @@ from embedding_net.evaluation import (
     class_distances,
     distance_matrix,
     evaluate_oneshot,
-    evaluate_retrieval,
     nearest_classes,
     oneshot_accuracy,
     top_k_accuracy,
@@ -170,45 +169,78 @@ def clustered(names_order, per_class, rng, dim=8, spread=0.05):
     return embeddings[order], np.array(labels)[order], list(names_order)
 
 
-def test_retrieval_val_vs_train_maps_names_across_label_orders():
+def _folder(names, labels):
+    from embedding_net.data import ImageFolder
+
+    return ImageFolder("root", [f"{names[l]}/{i}.png" for i, l in enumerate(labels)], np.asarray(labels), names)
+
+
+def test_training_evaluate_maps_val_names_onto_train_ids(tmp_path):
+    from embedding_net import training
+    from embedding_net.config import load_config
+
     rng = np.random.default_rng(1)
     train = clustered(["ant", "bee", "cat", "dog"], 5, rng)
     val = clustered(["dog", "ant", "cat"], 3, rng)  # same names, different ids
-    result = evaluate_retrieval(val, train, ks=(1, 2))
-    assert result == {"top1_accuracy": 1.0, "top2_accuracy": 1.0, "protocol": "val_vs_train", "queries": 9}
+    splits = {"train": (_folder(train[2], train[1]), None), "val": (_folder(val[2], val[1]), None)}
+    config = load_config(None, [f"data.root={tmp_path}", "evaluation.episodes=0"])
+    metrics, rows = training.evaluate(config, splits, {"train": train[0], "val": val[0]})
+    assert metrics["protocol"] == "query_vs_reference" and metrics["queries"] == 9
+    assert metrics["top1_accuracy"] == 1.0 and metrics["map_at_r"] == 1.0
+    assert [name for name, _, _ in rows] == ["ant", "cat", "dog"]
+    assert all(accuracy == 1.0 and queries == 3 for _, accuracy, queries in rows)
 
 
-def test_retrieval_val_vs_train_hand_case():
-    train = (np.array([[0.0], [10.0], [20.0]]), np.array([0, 1, 2]), ["a", "b", "c"])
-    # Val ids: 0 = "b", 1 = "a".
-    val = (np.array([[9.0], [1.0], [12.0], [18.0]]), np.array([0, 1, 0, 1]), ["b", "a"])
-    result = evaluate_retrieval(val, train, ks=(1, 2, 3))
-    assert result["protocol"] == "val_vs_train"
-    assert result["queries"] == 4
-    assert result["top1_accuracy"] == pytest.approx(0.75)
-    assert result["top2_accuracy"] == pytest.approx(0.75)  # 18 ranks c, b, a
-    assert result["top3_accuracy"] == pytest.approx(1.0)
+def test_training_evaluate_is_leave_one_out_for_unseen_classes(tmp_path):
+    from embedding_net import training
+    from embedding_net.config import load_config
 
-
-def test_retrieval_leave_one_out_when_val_classes_unseen():
     rng = np.random.default_rng(2)
     train = clustered(["ant", "bee"], 4, rng)
     val = clustered(["cat", "ant", "eel"], 4, rng)  # "cat" and "eel" are not in train
-    for result in (evaluate_retrieval(val, train), evaluate_retrieval(val)):
-        assert result == {"top1_accuracy": 1.0, "top5_accuracy": 1.0,
-                          "protocol": "leave_one_out_val", "queries": 12}
+    splits = {"train": (_folder(train[2], train[1]), None), "val": (_folder(val[2], val[1]), None)}
+    config = load_config(None, [f"data.root={tmp_path}", "evaluation.episodes=0"])
+    metrics, _ = training.evaluate(config, splits, {"train": train[0], "val": val[0]})
+    assert metrics["protocol"] == "leave_one_out" and metrics["queries"] == 12
+    assert metrics["top1_accuracy"] == 1.0 and metrics["roc_auc"] == 1.0
 
 
-def test_retrieval_leave_one_out_hand_case():
+def test_score_split_query_vs_reference_hand_case():
+    from embedding_net.scoring import score_split
+
+    reference = (np.array([[0.0], [10.0], [20.0]]), np.array([0, 1, 2]))
+    queries, labels = np.array([[9.0], [1.0], [12.0], [18.0]]), np.array([1, 0, 1, 0])
+    metrics, per_class = score_split(queries, labels, reference, episodes=0, knn_k=1)
+    assert metrics["top1_accuracy"] == pytest.approx(0.75)  # 18 is nearest c (20), not a (0)
+    assert metrics["top5_accuracy"] == pytest.approx(1.0)
+    assert metrics["knn1_accuracy"] == pytest.approx(0.75)
+    np.testing.assert_allclose(per_class, [0.5, 1.0, np.nan])
+
+
+def test_score_split_leave_one_out_hand_case():
+    from embedding_net.scoring import score_split
+
     # Class 0: 0, 1; class 1: 5, 2.4; class 2: a single image at 100.
-    val = (np.array([[0.0], [5.0], [1.0], [2.4], [100.0]]), np.array([0, 1, 0, 1, 2]), ["x", "y", "z"])
-    result = evaluate_retrieval(val, ks=(1, 2, 3))
-    assert result["protocol"] == "leave_one_out_val"
-    assert result["queries"] == 5
-    # 2.4 is nearer class 0 (1.4) than its class-mate (2.6); 100 has no class-mate at all.
-    assert result["top1_accuracy"] == pytest.approx(3 / 5)
-    assert result["top2_accuracy"] == pytest.approx(4 / 5)
-    assert result["top3_accuracy"] == pytest.approx(1.0)
+    embeddings, labels = np.array([[0.0], [5.0], [1.0], [2.4], [100.0]]), np.array([0, 1, 0, 1, 2])
+    metrics, _ = score_split(embeddings, labels, episodes=0)
+    # 2.4 is nearer class 0 (1.4) than its class-mate (2.6); 100 has no class-mate at all, so
+    # its class is never found, whatever k.
+    assert metrics["top1_accuracy"] == pytest.approx(3 / 5)
+    assert metrics["top5_accuracy"] == pytest.approx(4 / 5)
+    assert metrics["queries"] == 5
+
+
+def test_score_split_runs_episodes_when_enough_classes():
+    from embedding_net.scoring import score_split
+
+    rng = np.random.default_rng(3)
+    names = [f"c{i}" for i in range(25)]
+    centres = np.eye(32)[:25] * 10
+    embeddings = np.repeat(centres, 3, axis=0) + rng.normal(scale=0.01, size=(75, 32))
+    metrics, _ = score_split(embeddings, np.repeat(np.arange(25), 3), episodes=50)
+    assert metrics["episodes_20way_1shot"] == 1.0 and metrics["episodes_5way_1shot"] == 1.0
+    assert metrics["episodes_20way_1shot_ci95"] == 0.0
+    assert len(names) == 25
 
 
 # ----------------------------------------------------------------------------- one-shot files

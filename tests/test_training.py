@@ -19,7 +19,7 @@ from embedding_net import training
 @pytest.fixture(scope="module")
 def tiny_run(omniglot_subset, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("runs")
-    config = load_config(None, tiny_overrides(omniglot_subset, work_dir))
+    config = load_config(None, tiny_overrides(omniglot_subset, work_dir, plots=True))
     metrics = training.run(config)
     return config, metrics
 
@@ -27,13 +27,22 @@ def tiny_run(omniglot_subset, tmp_path_factory):
 def test_run_writes_the_contract_files(tiny_run):
     config, metrics = tiny_run
     for name in ("model.keras", "encodings.npz", "config.yml", "metrics.json", "history.csv",
-                 "checkpoints/last.keras", "checkpoints/best.keras"):
+                 "checkpoints/last.keras", "checkpoints/best.keras", "per_class_accuracy.csv",
+                 "plots/tsne_before.png", "plots/tsne_before.html", "plots/tsne_after.png",
+                 "plots/tsne_after.html", "plots/curves.png", "plots/neighbours.png", "plots/batch.png"):
         assert os.path.isfile(os.path.join(config.run_dir, name)), name
+    for name in ("tsne_before.png", "tsne_after.png", "curves.png", "neighbours.png", "batch.png"):
+        with open(os.path.join(config.run_dir, "plots", name), "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n", name
     with open(os.path.join(config.run_dir, "metrics.json")) as handle:
         saved = json.load(handle)
     assert saved == metrics
-    for key in ("top1_accuracy", "top5_accuracy", "oneshot_accuracy"):
-        assert 0.0 <= saved[key] <= 1.0
+    for key in ("top1_accuracy", "top5_accuracy", "oneshot_accuracy", "precision_at_1", "r_precision",
+                "map_at_r", "knn5_accuracy", "centroid_accuracy", "episodes_20way_1shot",
+                "episodes_5way_1shot", "roc_auc", "eer", "verification_accuracy"):
+        assert 0.0 <= saved[key] <= 1.0, key
+    encodings = load_encodings(os.path.join(config.run_dir, "encodings.npz"))
+    assert encodings.metadata["threshold"] == pytest.approx(saved["threshold"])
     assert saved["top1_accuracy"] <= saved["top5_accuracy"]
     # The subset keeps exactly the official runs drawn from the Atlantean alphabet.
     from embedding_net.datasets.omniglot import ONESHOT_FILE, SOURCE_DIR
@@ -42,7 +51,7 @@ def test_run_writes_the_contract_files(tiny_run):
         runs = json.load(handle)["runs"]
     atlantean = [run for run in runs if run["support"][0].startswith("Atlantean/")]
     assert atlantean and saved["oneshot_trials"] == 20 * len(atlantean)
-    assert saved["protocol"] == "leave_one_out_val"
+    assert saved["protocol"] == "leave_one_out"
     assert saved["queries"] == 26 * 20
 
 
