@@ -17,6 +17,7 @@ def parse_args(argv=None):
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--image", nargs="+", help="images to classify: files or folders")
     action.add_argument("--enroll", metavar="DIR", help="labelled folder DIR/<class>/<image> to embed")
+    action.add_argument("--data", metavar="DIR", help="labelled folder DIR/<class>/<image> to evaluate")
     parser.add_argument("--top-k", type=int, default=5, help="nearest classes to show (default: 5)")
     parser.add_argument("--threshold", type=float, help="distance above which a prediction is 'unknown' "
                         "(default: the one stored in the encodings, if any)")
@@ -44,6 +45,11 @@ def main(argv=None):
             return 0
         references = enc.load_encodings(args.encodings)
         enc.check_compatible(references, model, args.encodings)
+        if args.data:
+            metrics = prediction.evaluate_folder(model, references, args.data)
+            print(json.dumps(metrics) if args.json else "\n".join(
+                f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
+            return 0
         threshold = args.threshold if args.threshold is not None else references.metadata.get("threshold")
         rows = prediction.predict_paths(model, references, paths, args.top_k, threshold)
         if args.output:

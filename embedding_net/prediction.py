@@ -80,3 +80,31 @@ def write_predictions_csv(path, rows):
             for row in rows:
                 top = ";".join(f"{name}:{dist:.6f}" for name, dist in row["nearest"])
                 writer.writerow([row["path"], row["prediction"], f"{row['distance']:.6f}", top])
+
+
+def evaluate_folder(model, encodings, folder, knn_k=5, batch_size=256):
+    """Metrics of a labelled folder `folder/<class>/<image>` against `encodings`.
+
+    Images of classes absent from the encodings cannot be classified correctly; they are left
+    out and counted in `images_of_unknown_classes`.
+
+    Returns:
+        The flat metrics dict of `embedding_net.scoring.score_split` (query vs reference).
+
+    Raises:
+        DatasetError: the folder is unusable, or none of its classes is in the encodings.
+    """
+    from embedding_net.encodings import enroll_folder
+    from embedding_net.scoring import score_split
+
+    queries = enroll_folder(model, folder, batch_size)
+    index = {name: i for i, name in enumerate(encodings.class_names)}
+    mapped = np.array([index.get(queries.class_names[label], -1) for label in queries.labels])
+    known = mapped >= 0
+    if not known.any():
+        raise DatasetError(f"none of the classes of {folder} is in the encodings")
+    metrics, _ = score_split(queries.embeddings[known], mapped[known],
+                             (encodings.embeddings, encodings.labels),
+                             encodings.metadata.get("distance", "euclidean"), knn_k, episodes=0)
+    metrics["images_of_unknown_classes"] = int(np.sum(~known))
+    return metrics

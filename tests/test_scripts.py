@@ -156,3 +156,20 @@ def test_test_py_threshold_says_unknown(trained, omniglot_subset):
     payload = json.loads(result.stdout)
     assert payload["prediction"] == "unknown"
     assert payload["nearest"][0]["class"] == "Atlantean__character09"
+
+
+def test_test_py_evaluates_a_labelled_folder(trained, omniglot_subset):
+    run_dir, _ = trained
+    result = run_script("test.py", "--weights", f"{run_dir}/model.keras", "--encodings",
+                        f"{run_dir}/encodings.npz", "--data", os.path.join(omniglot_subset, "val"), "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    # The val images are themselves in the reference encodings: each finds itself first.
+    assert metrics["protocol"] == "query_vs_reference" and metrics["queries"] == 26 * 20
+    assert metrics["top1_accuracy"] == 1.0 and metrics["precision_at_1"] == 1.0
+    assert metrics["images_of_unknown_classes"] == 0
+    assert 0.0 <= metrics["map_at_r"] <= 1.0
+
+    result = run_script("test.py", "--weights", f"{run_dir}/model.keras", "--encodings",
+                        f"{run_dir}/encodings.npz", "--data", os.path.join(omniglot_subset, "val"))
+    assert "map_at_r: " in result.stdout and "top1_accuracy: 1.0000" in result.stdout
