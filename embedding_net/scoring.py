@@ -11,7 +11,6 @@ from embedding_net.evaluation import class_distances, nearest_classes, top_k_acc
 from embedding_net.metrics import (
     knn_vote_accuracy,
     nearest_centroid_accuracy,
-    per_class_accuracy,
     retrieval_metrics,
 )
 from embedding_net.verification import pair_distances, sample_pairs, verification_metrics
@@ -36,8 +35,8 @@ def score_split(embeddings, labels, reference=None, distance="euclidean", knn_k=
         max_pairs: verification pairs sampled from the queries.
 
     Returns:
-        `(metrics, per_class)`: a flat dict of numbers and the per-class top-1 accuracy [C]
-        (NaN for a class without queries).
+        `(metrics, predicted)`: a flat dict of numbers and the top-1 class of every query, for
+        per-class accuracy and confusion matrices.
     """
     embeddings = np.asarray(embeddings, np.float32)
     labels = np.asarray(labels, np.int64)
@@ -79,5 +78,4 @@ def score_split(embeddings, labels, reference=None, distance="euclidean", knn_k=
         metrics.update({"roc_auc": verification["roc_auc"], "eer": verification["eer"],
                         "threshold": verification["threshold"],
                         "verification_accuracy": verification["accuracy"]})
-    per_class = per_class_accuracy(labels, nearest_classes(distances, 1)[:, 0], num_classes)
-    return metrics, per_class
+    return metrics, nearest_classes(distances, 1)[:, 0]

@@ -20,14 +20,8 @@ from embedding_net.encodings import embed_images, make_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError
 from embedding_net.evaluation import evaluate_oneshot
 from embedding_net.scoring import score_split
-from embedding_net.visualization import (
-    nearest_neighbours,
-    plot_batch,
-    plot_neighbour_gallery,
-    plot_training_curves,
-    plot_tsne,
-    plot_tsne_interactive,
-)
+from embedding_net.reports import plot_gallery, plot_tsne_pair, write_class_tables
+from embedding_net.visualization import plot_batch, plot_training_curves
 from embedding_net.losses import TripletLoss
 from embedding_net.monitors import collapse_monitors
 from embedding_net.models import build_embedding_model, load_embedding_model
@@ -198,13 +192,15 @@ def run(config):
         splits[config.data.val_split] = (val_folder, val_images)
     embedded = {name: embed_split(config, model, folder, images)
                 for name, (folder, images) in splits.items()}
-    metrics, per_class = evaluate(config, splits, embedded)
+    metrics, classes = evaluate(config, splits, embedded)
     if config.evaluation.plots:
         started = time.time()
         plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_after"), embedded[view_folder_split(config, splits)][tsne_indices],
                        view_folder, tsne_indices, "after training", config.train.seed)
         plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "plots", "curves.png"))
-        plot_gallery(config, splits, embedded, os.path.join(run_dir, "plots", "neighbours.png"))
+        shown = view_folder_split(config, splits)
+        plot_gallery(splits[shown][0], embedded[shown], os.path.join(run_dir, "plots", "neighbours.png"),
+                     config.loss.distance, config.train.seed)
         batch_images, batch_labels = next(iter(batches(config, *training_set, config.train.seed)))
         plot_batch(np.asarray(batch_images), np.asarray(batch_labels), os.path.join(run_dir, "plots", "batch.png"),
                    class_names=training_set[0].class_names)
@@ -212,7 +208,8 @@ def run(config):
         metrics["plot_seconds"] = round(plot_seconds, 1)
     write_encodings(config, model, splits, embedded, metrics.get("threshold"))
     metrics["train_seconds"] = round(train_seconds, 1)
-    write_per_class(os.path.join(run_dir, "per_class_accuracy.csv"), per_class)
+    if classes is not None:
+        write_class_tables(run_dir, *classes)
     atomic_write_text(os.path.join(run_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -251,12 +248,13 @@ def evaluate(config, splits, embedded):
     val class appears in train, else leave-one-out within val (new classes, as in Omniglot).
 
     Returns:
-        `(metrics, per_class_rows)`, the rows being `(class_name, top1_accuracy, queries)`.
+        `(metrics, (labels, predicted, class_names))`, the val labels and top-1 predictions in
+        the class ids of `class_names`.
     """
     val_split, train_split = config.data.val_split, config.data.train_split
     if val_split not in splits:
         warnings.warn(f"no {val_split} split under {config.data.root}: nothing to evaluate", stacklevel=2)
-        return {}, []
+        return {}, None
     (val_folder, _), (train_folder, _) = splits[val_split], splits[train_split]
     reference = None
     if set(val_folder.class_names) <= set(train_folder.class_names):
@@ -265,46 +263,16 @@ def evaluate(config, splits, embedded):
         reference, names = (embedded[train_split], train_folder.labels), train_folder.class_names
     else:
         labels, names = val_folder.labels, val_folder.class_names
-    metrics, per_class = score_split(
+    metrics, predicted = score_split(
         embedded[val_split], labels, reference, config.loss.distance, config.evaluation.knn_k,
         config.evaluation.episodes, config.train.seed,
     )
     oneshot = evaluate_oneshot(config.data.root, val_folder.paths, embedded[val_split], config.loss.distance)
     if oneshot:
         metrics.update(oneshot)
-    counts = np.bincount(labels, minlength=len(names))
-    rows = [(names[c], per_class[c], int(counts[c])) for c in range(len(names)) if counts[c]]
-    return metrics, rows
+    return metrics, (labels, predicted, names)
 
 
 def view_folder_split(config, splits):
     """The split shown in pictures: val when there is one, else train."""
     return config.data.val_split if config.data.val_split in splits else config.data.train_split
-
-
-def plot_tsne_pair(stem, embeddings, folder, indices, stage, seed):
-    """The static PNG and the interactive HTML t-SNE of the images `indices` of `folder`."""
-    labels = folder.labels[indices]
-    paths = [folder.paths[i] for i in indices]
-    title = f"t-SNE of {len(indices)} images, {stage}"
-    plot_tsne(embeddings, labels, folder.class_names, f"{stem}.png", title=title, seed=seed)
-    plot_tsne_interactive(embeddings, labels, folder.class_names, paths, f"{stem}.html", seed=seed,
-                          title=title)
-
-
-def plot_gallery(config, splits, embedded, path, queries=8):
-    """A few seeded queries of the shown split, each with its 5 nearest other images."""
-    split = view_folder_split(config, splits)
-    folder = splits[split][0]
-    chosen = np.sort(np.random.default_rng(config.train.seed).permutation(len(folder))[:queries])
-    found = nearest_neighbours(embedded[split][chosen], embedded[split], k=6, distance=config.loss.distance)
-    # Leave the query itself out of its own neighbours.
-    neighbours = np.stack([[n for n in row if n != query][:5] for row, query in zip(found, chosen)])
-    plot_neighbour_gallery([folder.paths[i] for i in chosen], folder.labels[chosen], folder.paths,
-                           folder.labels, neighbours, path, class_names=folder.class_names)
-
-
-def write_per_class(path, rows):
-    """Writes the per-class accuracy table as CSV, atomically."""
-    lines = ["class,top1_accuracy,queries"] + [f'"{n}",{a:.6f},{q}' for n, a, q in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")

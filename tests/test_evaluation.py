@@ -184,11 +184,31 @@ def test_training_evaluate_maps_val_names_onto_train_ids(tmp_path):
     val = clustered(["dog", "ant", "cat"], 3, rng)  # same names, different ids
     splits = {"train": (_folder(train[2], train[1]), None), "val": (_folder(val[2], val[1]), None)}
     config = load_config(None, [f"data.root={tmp_path}", "evaluation.episodes=0"])
-    metrics, rows = training.evaluate(config, splits, {"train": train[0], "val": val[0]})
+    metrics, (labels, predicted, names) = training.evaluate(config, splits, {"train": train[0], "val": val[0]})
     assert metrics["protocol"] == "query_vs_reference" and metrics["queries"] == 9
     assert metrics["top1_accuracy"] == 1.0 and metrics["map_at_r"] == 1.0
-    assert [name for name, _, _ in rows] == ["ant", "cat", "dog"]
-    assert all(accuracy == 1.0 and queries == 3 for _, accuracy, queries in rows)
+    assert names == ["ant", "bee", "cat", "dog"]  # the train ids
+    assert sorted(names[label] for label in labels) == ["ant"] * 3 + ["cat"] * 3 + ["dog"] * 3
+    np.testing.assert_array_equal(predicted, labels)
+
+
+def test_write_class_tables(tmp_path):
+    import csv
+
+    from embedding_net.reports import write_class_tables
+
+    labels, predicted = np.array([0, 0, 2, 2, 2]), np.array([0, 1, 2, 2, 0])
+    write_class_tables(str(tmp_path), labels, predicted, ["a", "b,c", "d"])
+    with open(tmp_path / "per_class_accuracy.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["class"], float(r["top1_accuracy"]), int(r["queries"])) for r in rows] == [
+        ("a", 0.5, 2), ("d", pytest.approx(2 / 3), 3)]
+    with open(tmp_path / "confusion_matrix.csv", newline="") as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == ["true\\predicted", "a", "b,c", "d"]
+    assert table[1:] == [["a", "1", "1", "0"], ["b,c", "0", "0", "0"], ["d", "1", "0", "2"]]
+    write_class_tables(str(tmp_path / "many"), labels, predicted, ["a", "b", "c"], max_confusion_classes=2)
+    assert not (tmp_path / "many" / "confusion_matrix.csv").exists()
 
 
 def test_training_evaluate_is_leave_one_out_for_unseen_classes(tmp_path):
@@ -210,11 +230,11 @@ def test_score_split_query_vs_reference_hand_case():
 
     reference = (np.array([[0.0], [10.0], [20.0]]), np.array([0, 1, 2]))
     queries, labels = np.array([[9.0], [1.0], [12.0], [18.0]]), np.array([1, 0, 1, 0])
-    metrics, per_class = score_split(queries, labels, reference, episodes=0, knn_k=1)
+    metrics, predicted = score_split(queries, labels, reference, episodes=0, knn_k=1)
     assert metrics["top1_accuracy"] == pytest.approx(0.75)  # 18 is nearest c (20), not a (0)
     assert metrics["top5_accuracy"] == pytest.approx(1.0)
     assert metrics["knn1_accuracy"] == pytest.approx(0.75)
-    np.testing.assert_allclose(per_class, [0.5, 1.0, np.nan])
+    assert predicted.tolist() == [1, 0, 1, 2]
 
 
 def test_score_split_leave_one_out_hand_case():

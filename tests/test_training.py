@@ -28,6 +28,7 @@ def test_run_writes_the_contract_files(tiny_run):
     config, metrics = tiny_run
     for name in ("model.keras", "encodings.npz", "config.yml", "metrics.json", "history.csv",
                  "checkpoints/last.keras", "checkpoints/best.keras", "per_class_accuracy.csv",
+                 "confusion_matrix.csv",
                  "plots/tsne_before.png", "plots/tsne_before.html", "plots/tsne_after.png",
                  "plots/tsne_after.html", "plots/curves.png", "plots/neighbours.png", "plots/batch.png"):
         assert os.path.isfile(os.path.join(config.run_dir, name)), name

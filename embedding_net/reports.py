@@ -1,0 +1,50 @@
+"""The files a run writes about its results: class tables and pictures, from plain arguments."""
+
+import json
+import os
+
+import numpy as np
+
+from embedding_net.atomic import atomic_write_text
+from embedding_net.metrics import confusion_matrix, per_class_accuracy
+from embedding_net.visualization import (
+    nearest_neighbours,
+    plot_neighbour_gallery,
+    plot_tsne,
+    plot_tsne_interactive,
+)
+
+
+def plot_tsne_pair(stem, embeddings, folder, indices, stage, seed):
+    """The static PNG and the interactive HTML t-SNE of the images `indices` of `folder`."""
+    labels = folder.labels[indices]
+    paths = [folder.paths[i] for i in indices]
+    title = f"t-SNE of {len(indices)} images, {stage}"
+    plot_tsne(embeddings, labels, folder.class_names, f"{stem}.png", title=title, seed=seed)
+    plot_tsne_interactive(embeddings, labels, folder.class_names, paths, f"{stem}.html", seed=seed,
+                          title=title)
+
+
+def plot_gallery(folder, embeddings, path, distance="euclidean", seed=0, queries=8):
+    """A few seeded queries of `folder`, each with its 5 nearest other images."""
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(folder))[:queries])
+    found = nearest_neighbours(embeddings[chosen], embeddings, k=6, distance=distance)
+    # Leave the query itself out of its own neighbours.
+    neighbours = np.stack([[n for n in row if n != query][:5] for row, query in zip(found, chosen)])
+    plot_neighbour_gallery([folder.paths[i] for i in chosen], folder.labels[chosen], folder.paths,
+                           folder.labels, neighbours, path, class_names=folder.class_names)
+
+
+def write_class_tables(run_dir, labels, predicted, names, max_confusion_classes=300):
+    """`per_class_accuracy.csv` and, for up to `max_confusion_classes` classes,
+    `confusion_matrix.csv` (rows: true class, columns: predicted class)."""
+    accuracy = per_class_accuracy(labels, predicted, len(names))
+    counts = np.bincount(labels, minlength=len(names))
+    lines = ["class,top1_accuracy,queries"] + [
+        f"{json.dumps(names[c])},{accuracy[c]:.6f},{counts[c]}" for c in range(len(names)) if counts[c]]
+    atomic_write_text(os.path.join(run_dir, "per_class_accuracy.csv"), "\n".join(lines) + "\n")
+    if len(names) <= max_confusion_classes:
+        matrix = confusion_matrix(labels, predicted, len(names))
+        lines = ["true\\predicted," + ",".join(json.dumps(n) for n in names)] + [
+            json.dumps(names[c]) + "," + ",".join(str(v) for v in matrix[c]) for c in range(len(names))]
+        atomic_write_text(os.path.join(run_dir, "confusion_matrix.csv"), "\n".join(lines) + "\n")
