@@ -86,6 +86,7 @@ class EvaluationConfig:
     episodes: int = field(default=1000, metadata=_at_least(0))
     plots: bool = True
     tsne_max_points: int = field(default=2000, metadata=_at_least(10))
+    tsne_max_classes: typing.Optional[int] = field(default=None, metadata=_at_least(1))
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,9 @@ def nearest_neighbours(query_embeddings, reference_embeddings, k=5, distance="eu
 def _caption(label, class_names):
     name = class_names[label] if class_names is not None else label
     name = str(name)
-    return name if len(name) <= 16 else name[:15] + "…"  # longer captions overlap the neighbours
+    # Longer captions overlap the neighbours; keep both ends, since names often differ only at
+    # the end (Latin__character07) or only at the start.
+    return name if len(name) <= 16 else name[:7] + "…" + name[-8:]
 
 
 def _as_rgb_uint8(images, what):

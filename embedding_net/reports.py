@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import numpy as np
 
@@ -12,17 +13,23 @@ from embedding_net.visualization import (
     plot_neighbour_gallery,
     plot_tsne,
     plot_tsne_interactive,
+    tsne_2d,
 )
 
 
 def plot_tsne_pair(stem, embeddings, folder, indices, stage, seed):
-    """The static PNG and the interactive HTML t-SNE of the images `indices` of `folder`."""
+    """The static PNG and the interactive HTML t-SNE of the images `indices` of `folder`, drawn
+    from one t-SNE map. Returns the seconds the t-SNE itself took."""
+    started = time.time()
+    points, _ = tsne_2d(embeddings, max_points=len(embeddings), seed=seed)
+    seconds = time.time() - started
     labels = folder.labels[indices]
     paths = [folder.paths[i] for i in indices]
     title = f"t-SNE of {len(indices)} images, {stage}"
-    plot_tsne(embeddings, labels, folder.class_names, f"{stem}.png", title=title, seed=seed)
-    plot_tsne_interactive(embeddings, labels, folder.class_names, paths, f"{stem}.html", seed=seed,
-                          title=title)
+    plot_tsne(embeddings, labels, folder.class_names, f"{stem}.png", title=title, points=points)
+    plot_tsne_interactive(embeddings, labels, folder.class_names, paths, f"{stem}.html", title=title,
+                          points=points)
+    return seconds
 
 
 def plot_gallery(folder, embeddings, path, distance="euclidean", seed=0, queries=8):

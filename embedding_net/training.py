@@ -160,15 +160,15 @@ def run(config):
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
     ]
     view_folder, view_images = (val_folder, val_images) if val_folder is not None else (train_folder, train_images)
-    tsne_indices = np.sort(np.random.default_rng(config.train.seed).permutation(len(view_folder))[
-        : config.evaluation.tsne_max_points])
-    plot_seconds = 0.0
+    tsne_indices = tsne_subsample(view_folder.labels, config.evaluation.tsne_max_points,
+                                  config.evaluation.tsne_max_classes, config.train.seed)
+    plot_seconds = tsne_seconds = 0.0
     if config.evaluation.plots:
         started = time.time()
         before = embed_split(config, model, view_folder.subset(np.isin(np.arange(len(view_folder)), tsne_indices)),
                              None if view_images is None else view_images[tsne_indices])
-        plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_before"), before, view_folder, tsne_indices,
-                       "before training", config.train.seed)
+        tsne_seconds += plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_before"), before, view_folder,
+                                       tsne_indices, "before training", config.train.seed)
         plot_seconds += time.time() - started
     training_set = (train_folder, train_images)
     if config.data.rotate_classes:
@@ -195,17 +195,19 @@ def run(config):
     metrics, classes = evaluate(config, splits, embedded)
     if config.evaluation.plots:
         started = time.time()
-        plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_after"), embedded[view_folder_split(config, splits)][tsne_indices],
-                       view_folder, tsne_indices, "after training", config.train.seed)
+        tsne_seconds += plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_after"),
+                                       embedded[view_folder_split(config, splits)][tsne_indices],
+                                       view_folder, tsne_indices, "after training", config.train.seed)
         plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "plots", "curves.png"))
         shown = view_folder_split(config, splits)
         plot_gallery(splits[shown][0], embedded[shown], os.path.join(run_dir, "plots", "neighbours.png"),
                      config.loss.distance, config.train.seed)
         batch_images, batch_labels = next(iter(batches(config, *training_set, config.train.seed)))
         plot_batch(np.asarray(batch_images), np.asarray(batch_labels), os.path.join(run_dir, "plots", "batch.png"),
-                   class_names=training_set[0].class_names)
+                   class_names=training_set[0].class_names, columns=config.data.images_per_class)
         plot_seconds += time.time() - started
         metrics["plot_seconds"] = round(plot_seconds, 1)
+        metrics["tsne_seconds"] = round(tsne_seconds, 1)
     write_encodings(config, model, splits, embedded, metrics.get("threshold"))
     metrics["train_seconds"] = round(train_seconds, 1)
     if classes is not None:
@@ -271,6 +273,17 @@ def evaluate(config, splits, embedded):
     if oneshot:
         metrics.update(oneshot)
     return metrics, (labels, predicted, names)
+
+
+def tsne_subsample(labels, max_points, max_classes=None, seed=0):
+    """Sorted indices of a seeded subsample: at most `max_classes` classes (all if None), then at
+    most `max_points` of their images. Fewer classes with all their images show clusters."""
+    rng = np.random.default_rng(seed)
+    candidates = np.arange(len(labels))
+    if max_classes is not None:
+        classes = rng.permutation(np.unique(labels))[:max_classes]
+        candidates = candidates[np.isin(labels, classes)]
+    return np.sort(rng.permutation(candidates)[:max_points])
 
 
 def view_folder_split(config, splits):

@@ -89,6 +89,16 @@ def _inputs(embeddings_or_path, labels, class_names, paths=None):
     return embeddings, None if labels is None else np.asarray(labels), class_names, paths
 
 
+def _map(embeddings, points, max_points, seed):
+    """The given t-SNE map of every embedding, or a new one of a subsample."""
+    if points is None:
+        return tsne_2d(embeddings, max_points, seed)
+    points = np.asarray(points, np.float32)
+    if points.shape != (len(embeddings), 2):
+        raise ValueError(f"`points` must be [{len(embeddings)}, 2]. Received shape: {points.shape}")
+    return points, np.arange(len(points))
+
+
 def _class_styles(labels):
     """Per class (in `np.unique` order of all labels, so a subsample keeps its colours): colour, marker."""
     from matplotlib import colormaps
@@ -103,7 +113,7 @@ def _name(label, class_names):
 
 
 def plot_tsne(embeddings_or_path, labels=None, class_names=None, path="tsne.png", title=None,
-              max_points=2000, seed=0):
+              max_points=2000, seed=0, points=None):
     """A static t-SNE map, one colour/marker per class, as PNG; returns `path`.
 
     The legend lists the `LEGEND_CLASSES` classes with the most plotted points, then
@@ -117,12 +127,14 @@ def plot_tsne(embeddings_or_path, labels=None, class_names=None, path="tsne.png"
         path: PNG to write.
         title: figure title; by default how many points are shown.
         max_points, seed: see `tsne_2d`.
+        points: [N, 2] map of all the embeddings already computed with `tsne_2d`, so that the
+            PNG and the HTML can share one t-SNE; None to compute it here.
     """
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     embeddings, labels, class_names, _ = _inputs(embeddings_or_path, labels, class_names)
-    points, indices = tsne_2d(embeddings, max_points, seed)
+    points, indices = _map(embeddings, points, max_points, seed)
     figure = Figure(figsize=(10, 8), layout="constrained")
     axes = figure.add_subplot()
     axes.set_title(title or f"t-SNE of {len(indices)} of {len(embeddings)} embeddings")
@@ -185,7 +197,8 @@ def _thumbnail_uris(paths, size):
 
 
 def plot_tsne_interactive(embeddings_or_path, labels=None, class_names=None, paths=None, path="tsne.html",
-                          thumbnails=True, thumbnail_size=48, max_points=2000, seed=0, title=None):
+                          thumbnails=True, thumbnail_size=48, max_points=2000, seed=0, title=None,
+                          points=None):
     """An interactive t-SNE map as a self-contained HTML file; returns `path`.
 
     Hovering a point shows its class and file name, and (with `thumbnails`) the image itself in
@@ -201,11 +214,12 @@ def plot_tsne_interactive(embeddings_or_path, labels=None, class_names=None, pat
         thumbnail_size: thumbnail side in pixels.
         max_points, seed: see `tsne_2d`.
         title: page title; by default how many points are shown.
+        points: as in `plot_tsne`.
     """
     import plotly.graph_objects as go
 
     embeddings, labels, class_names, paths = _inputs(embeddings_or_path, labels, class_names, paths)
-    points, indices = tsne_2d(embeddings, max_points, seed)
+    points, indices = _map(embeddings, points, max_points, seed)
     names = [_name(labels[i], class_names) for i in indices] if labels is not None else [""] * len(indices)
     shown_paths = [str(paths[i]) for i in indices] if paths is not None else [""] * len(indices)
     files = [os.path.basename(p) for p in shown_paths]

@@ -144,3 +144,13 @@ def test_rotated_classes_train(omniglot_subset, tmp_path):
         "data.rotate_classes=true", "data.cache=none"])
     with pytest.raises(ConfigError, match="data.rotate_classes"):
         training.run(bad)
+
+
+def test_tsne_subsample_limits_classes_then_points():
+    labels = np.repeat(np.arange(10), 5)
+    chosen = training.tsne_subsample(labels, max_points=12, max_classes=3, seed=1)
+    assert len(chosen) == 12 and np.all(np.diff(chosen) > 0)
+    assert len(np.unique(labels[chosen])) <= 3
+    assert np.array_equal(chosen, training.tsne_subsample(labels, 12, 3, seed=1))
+    everything = training.tsne_subsample(labels, max_points=100, seed=0)
+    assert np.array_equal(everything, np.arange(50))

@@ -262,3 +262,16 @@ def test_plot_triplets_and_pairs(tmp_path):
         visualization.plot_triplets(*images, path=str(tmp_path / "u.png"), anchor_labels=[0, 1])
     with pytest.raises(ValueError, match=r"\[5, 4\]"):
         visualization.plot_pairs(images[0], images[1][:4], [1, 0, 1, 1, 0], path=str(tmp_path / "q.png"))
+
+
+def test_precomputed_points_are_drawn_as_given(tmp_path):
+    from embedding_net.visualization import plot_tsne, plot_tsne_interactive
+
+    embeddings = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    points = np.arange(12, dtype=np.float32).reshape(6, 2)
+    png = plot_tsne(embeddings, np.array([0, 0, 1, 1, 2, 2]), path=str(tmp_path / "t.png"), points=points)
+    html = plot_tsne_interactive(embeddings, np.array([0, 0, 1, 1, 2, 2]), path=str(tmp_path / "t.html"),
+                                 thumbnails=False, points=points)
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and "plotly" in open(html).read()
+    with pytest.raises(ValueError, match=r"\[6, 2\]"):
+        plot_tsne(embeddings, path=str(tmp_path / "bad.png"), points=points[:3])
