@@ -77,7 +77,9 @@ def top_k_accuracy(class_distance, true_labels, ks=(1, 5)):
     true_labels = np.asarray(true_labels)
     ranked = nearest_classes(class_distance, max(ks))
     # A true class without any usable reference (+inf) is never "found", whatever k is.
-    reachable = np.isfinite(class_distance[np.arange(len(true_labels)), true_labels])
+    in_range = (true_labels >= 0) & (true_labels < class_distance.shape[1])
+    reachable = in_range & np.isfinite(
+        class_distance[np.arange(len(true_labels)), np.where(in_range, true_labels, 0)])
     return {k: float(np.mean(np.any(ranked[:, :k] == true_labels[:, None], axis=1) & reachable))
             for k in ks}
 

@@ -518,7 +518,7 @@ def test_omniglot_empty_existing_root_is_refused(tmp_path):
 
 def test_omniglot_removes_stale_partial_folder_and_creates_parents(tmp_path):
     root = tmp_path / "deep" / "parents" / "omni"
-    stale = tmp_path / "deep" / "parents" / "omni.partial-123"
+    stale = tmp_path / "deep" / "parents" / "omni.partial-99999999"  # above any pid_max: dead
     (stale / "train" / "junk").mkdir(parents=True)
     (stale / "train" / "junk" / "0001_01.png").write_bytes(b"half")
     unrelated = tmp_path / "deep" / "parents" / "omni2.partial-5"
@@ -612,3 +612,21 @@ def test_add_rotated_classes_needs_square_images():
     folder = ImageFolder("root", ["a0", "a1"], np.array([0, 0], np.int32), ["a"])
     with pytest.raises(DatasetError, match="square"):
         add_rotated_classes(folder, np.zeros((2, 4, 5, 1), np.uint8))
+
+
+def test_omniglot_keeps_the_partial_folder_of_a_live_process(tmp_path):
+    root = tmp_path / "omni"
+    live = tmp_path / f"omni.partial-{os.getppid()}"  # another run, still writing
+    (live / "train").mkdir(parents=True)
+    materialize_omniglot(str(root), alphabets={"Latin", "Atlantean"})
+    assert live.exists() and is_materialized(str(root))
+
+
+@pytest.mark.parametrize("alphabets, message", [
+    ({"Latin", "Klingon"}, "unknown Omniglot alphabet.*Klingon"),
+    ({"Atlantean"}, "train split empty"),
+])
+def test_omniglot_alphabet_subsets_are_checked(tmp_path, alphabets, message):
+    with pytest.raises(DatasetError, match=message):
+        materialize_omniglot(str(tmp_path / "omni"), alphabets=alphabets)
+    assert not (tmp_path / "omni").exists()
