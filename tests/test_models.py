@@ -356,3 +356,25 @@ def test_colour_to_grayscale_uses_luma_weights():
     expected = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     assert gray.shape == (2, 3, 3, 1)
     np.testing.assert_allclose(gray[..., 0], expected, rtol=1e-5)
+
+
+def test_a_model_with_a_lambda_layer_is_refused(tmp_path):
+    from embedding_net.errors import ModelFileError
+
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
+    path = str(tmp_path / "lambda.keras")
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelFileError, match="lambda.keras"):
+        load_embedding_model(path)
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path):
+    from embedding_net.errors import ModelFileError
+
+    path = tmp_path / "model.keras"
+    path.write_text("not a zip archive")
+    with pytest.raises(ModelFileError, match="cannot load model"):
+        load_embedding_model(str(path))
+    with pytest.raises(ModelFileError, match="not found"):
+        load_embedding_model(str(tmp_path / "missing.keras"))
