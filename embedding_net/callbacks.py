@@ -43,8 +43,32 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.best = np.inf
 
     def on_epoch_end(self, epoch, logs=None):
+        if not np.isfinite(float((logs or {}).get("loss", 0.0))):
+            return  # never replace a good checkpoint with diverged weights
         save_model_atomically(self.model, self.last_path)
         value = (logs or {}).get(self.monitor)
         if value is not None and np.isfinite(value) and value < self.best:
             self.best = float(value)
             save_model_atomically(self.model, self.best_path)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, and remembers where.
+
+    Unlike `keras.callbacks.TerminateOnNaN` it records the step, so the caller can say where it
+    happened; the checkpoints written at earlier epoch ends stay the last good ones.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.failed_step = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.failed_step = (self._epoch + 1, batch + 1)
+            self.model.stop_training = True

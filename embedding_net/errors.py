@@ -20,3 +20,7 @@ class EncodingsError(UserError):
 
 class ModelFileError(UserError):
     """A model file that is missing or cannot be loaded safely."""
+
+
+class TrainingDivergedError(UserError):
+    """The loss became NaN or infinite; the message names the step and the likely cause."""

@@ -12,12 +12,17 @@ import numpy as np
 
 from embedding_net.atomic import atomic_write_text
 from embedding_net.backbones import get_backbone, list_backbones
-from embedding_net.callbacks import AtomicCheckpoint, LearningRateLogger, save_model_atomically
+from embedding_net.callbacks import (
+    AtomicCheckpoint,
+    LearningRateLogger,
+    StopOnNonFiniteLoss,
+    save_model_atomically,
+)
 from embedding_net.config import save_config
 from embedding_net.data import add_rotated_classes, drop_unusable, read_images, scan_image_folder
 from embedding_net.datasets import DATASETS
 from embedding_net.encodings import embed_images, make_encodings, save_encodings
-from embedding_net.errors import ConfigError, DatasetError
+from embedding_net.errors import ConfigError, DatasetError, TrainingDivergedError
 from embedding_net.evaluation import evaluate_oneshot
 from embedding_net.scoring import score_split
 from embedding_net.reports import plot_gallery, plot_tsne_pair, write_class_tables
@@ -153,7 +158,9 @@ def run(config):
         validation = batches(config, val_folder, val_images, config.train.seed + 1,
                              min(config.data.classes_per_batch, len(val_folder.class_names)))
     best_path = os.path.join(run_dir, "checkpoints", "best.keras")
+    divergence = StopOnNonFiniteLoss()
     callbacks = [
+        divergence,
         LearningRateLogger(),
         AtomicCheckpoint(os.path.join(run_dir, "checkpoints", "last.keras"), best_path,
                          monitor="val_loss" if validation is not None else "loss"),
@@ -183,6 +190,12 @@ def run(config):
         callbacks=callbacks, verbose=config.train.verbose, shuffle=False,  # P x K batches are random
     )
     train_seconds = time.time() - started
+    if divergence.failed_step is not None:
+        epoch, batch = divergence.failed_step
+        kept = "; the last good model is in checkpoints/last.keras" if epoch > 1 else ""
+        raise TrainingDivergedError(
+            f"the loss became NaN or infinite at epoch {epoch}, step {batch}: train.learning_rate "
+            f"({config.train.learning_rate}) is likely too high for this model and batch{kept}")
     if config.train.restore_best and os.path.isfile(best_path):
         model.set_weights(load_embedding_model(best_path).get_weights())
     save_model_atomically(model, os.path.join(run_dir, "model.keras"))

@@ -154,3 +154,29 @@ def test_tsne_subsample_limits_classes_then_points():
     assert np.array_equal(chosen, training.tsne_subsample(labels, 12, 3, seed=1))
     everything = training.tsne_subsample(labels, max_points=100, seed=0)
     assert np.array_equal(everything, np.arange(50))
+
+
+def test_a_diverging_run_stops_with_a_message_and_writes_no_model(omniglot_subset, tmp_path):
+    from embedding_net.errors import TrainingDivergedError
+
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        "train.learning_rate=1e30", "train.optimizer=sgd", "train.lr_schedule=constant"])
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1, step \d+: train.learning_rate \(1e\+30\)"):
+        training.run(config)
+    assert not os.path.exists(os.path.join(config.run_dir, "model.keras"))
+    assert not os.path.exists(os.path.join(config.run_dir, "checkpoints", "last.keras"))
+
+
+def test_stop_on_non_finite_loss_records_the_step():
+    import keras
+    from keras import ops
+
+    from embedding_net.callbacks import StopOnNonFiniteLoss
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    # The loss is finite while the weights are, and the huge learning rate breaks them at once.
+    model.compile(optimizer=keras.optimizers.SGD(1e38), loss=lambda y, p: ops.mean(ops.square(p - y)) * 1e30)
+    callback = StopOnNonFiniteLoss()
+    x = np.ones((64, 2), "float32")
+    model.fit(x, np.ones((64, 1), "float32"), batch_size=8, epochs=3, callbacks=[callback], verbose=0)
+    assert callback.failed_step is not None and callback.failed_step[0] == 1
