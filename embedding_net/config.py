@@ -69,6 +69,7 @@ class TrainConfig:
     lr_schedule: str = field(default="cosine", metadata=_choice("constant", "cosine"))
     warmup_epochs: int = field(default=0, metadata=_at_least(0))
     restore_best: bool = True
+    mixed_precision: str = field(default="none", metadata=_choice("none", "float16", "bfloat16"))
     seed: int = field(default=0, metadata=_at_least(0))
     verbose: int = field(default=1, metadata=_choice(0, 1, 2))
 

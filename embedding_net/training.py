@@ -127,12 +127,27 @@ def _check_model_keys(model):
                           f"{spec.min_input_size} pixels high and wide, received: {list(model.input_shape)}")
 
 
+# Keras dtype policies of `train.mixed_precision`: layers compute in half precision and keep
+# float32 weights; distances, mining, losses and the L2 normalisation cast to float32 anyway.
+DTYPE_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
 def run(config):
     """Trains as `config` says and writes every output into `config.run_dir`.
 
     Returns:
         The metrics dict also written to `metrics.json`.
     """
+    previous = keras.config.dtype_policy()
+    # With mixed_float16, compile() wraps the optimizer in a LossScaleOptimizer by itself.
+    keras.config.set_dtype_policy(DTYPE_POLICIES[config.train.mixed_precision])
+    try:
+        return _run(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _run(config):
     _check_model_keys(config.model)
     keras.utils.set_random_seed(config.train.seed)
     run_dir = config.run_dir

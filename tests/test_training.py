@@ -180,3 +180,24 @@ def test_stop_on_non_finite_loss_records_the_step():
     x = np.ones((64, 2), "float32")
     model.fit(x, np.ones((64, 1), "float32"), batch_size=8, epochs=3, callbacks=[callback], verbose=0)
     assert callback.failed_step is not None and callback.failed_step[0] == 1
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_and_saves_a_float32_model(omniglot_subset, tmp_path, precision):
+    import keras
+
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        f"train.mixed_precision={precision}", "train.epochs=1"])
+    metrics = training.run(config)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert np.isfinite(metrics["top1_accuracy"])
+    with open(os.path.join(config.run_dir, "history.csv")) as handle:
+        assert all(np.isfinite(float(row["loss"])) for row in csv.DictReader(handle))
+    model = load_embedding_model(os.path.join(config.run_dir, "model.keras"))
+    assert model.get_layer("projection").dtype_policy.name == f"mixed_{precision}"
+    from embedding_net.data import read_image
+
+    encodings = load_encodings(os.path.join(config.run_dir, "encodings.npz"))
+    embedding = model.predict(read_image(encodings.paths[0], (28, 28), 1)[None], verbose=0)
+    assert embedding.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embedding), 1.0, atol=1e-3)
