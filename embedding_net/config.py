@@ -51,9 +51,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = field(default="triplet", metadata=_choice("triplet"))
+    name: str = field(default="triplet", metadata=_choice("triplet", "contrastive"))
     mining: str = field(default="semi_hard", metadata=_choice("all", "hard", "semi_hard"))
     margin: float = field(default=0.2, metadata=_at_least(0.0))
+    positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
+    negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
     distance: str = field(
         default="euclidean", metadata=_choice("euclidean", "squared_euclidean", "cosine")
     )
@@ -198,6 +200,9 @@ def _check_consistency(config):
     height, width, channels = config.model.input_shape
     if channels not in (1, 3):
         raise ConfigError(f"model.input_shape must end with 1 or 3 channels, received: {list(config.model.input_shape)}")
+    if config.loss.positive_margin >= config.loss.negative_margin:
+        raise ConfigError("loss.positive_margin must be below loss.negative_margin, received: "
+                          f"{config.loss.positive_margin} and {config.loss.negative_margin}")
     if not config.encodings.splits:
         raise ConfigError("encodings.splits must name at least one split, received: []")
 

@@ -89,3 +89,79 @@ class TripletLoss(keras.losses.Loss):
         config = super().get_config()
         config.update({"margin": self.margin, "mining": self.mining, "distance": self.distance})
         return config
+
+
+def _mean_of_nonzero(values, mask):
+    """Mean of `values` over masked entries that are > 0 (0 if none): pairs already satisfied
+    do not dilute the loss, as pytorch-metric-learning's AvgNonZeroReducer."""
+    values = ops.where(mask, values, ops.zeros_like(values))
+    return _safe_mean(ops.sum(values), ops.sum(ops.cast(values > 0, "float32")))
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class ContrastiveLoss(keras.losses.Loss):
+    """Contrastive loss on pair distances (Hadsell, Chopra & LeCun 2006).
+
+    Called as `loss(pair_labels[B], distances[B])`, pair label 1 = same class:
+    L = y d^2 + (1 - y) max(margin - d, 0)^2, averaged over the pairs.
+
+    Args:
+        margin: the distance beyond which a pair of different classes costs nothing, > 0.
+    """
+
+    def __init__(self, margin=1.0, name="contrastive_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not margin > 0:
+            raise ValueError(f"`margin` must be > 0. Received: {margin!r}")
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        same = ops.cast(ops.reshape(y_true, (-1,)), "float32")
+        distances = ops.cast(ops.reshape(y_pred, (-1,)), "float32")
+        losses = same * ops.square(distances) + (1.0 - same) * ops.square(ops.relu(self.margin - distances))
+        return ops.mean(losses)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"margin": self.margin})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class BatchContrastiveLoss(keras.losses.Loss):
+    """Contrastive loss over every pair of a P x K batch, with two margins.
+
+    Called as `loss(labels[B], embeddings[B, D])`. Positive pairs (a != p, same class) cost
+    max(d - positive_margin, 0), negative pairs max(negative_margin - d, 0); the loss is the
+    mean of the non-zero positive terms plus the mean of the non-zero negative terms (0 when
+    there are none), so the pairs that still violate a margin carry the loss.
+
+    Args:
+        positive_margin: distance under which same-class pairs cost nothing, >= 0.
+        negative_margin: distance beyond which different-class pairs cost nothing.
+        distance: `euclidean`, `squared_euclidean` or `cosine`.
+    """
+
+    def __init__(self, positive_margin=0.0, negative_margin=1.0, distance="euclidean",
+                 name="batch_contrastive_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        check_distance(distance)
+        if not 0 <= positive_margin < negative_margin:
+            raise ValueError("Margins must satisfy 0 <= positive_margin < negative_margin. "
+                             f"Received: {positive_margin!r}, {negative_margin!r}")
+        self.positive_margin = float(positive_margin)
+        self.negative_margin = float(negative_margin)
+        self.distance = distance
+
+    def call(self, y_true, y_pred):
+        labels = ops.reshape(y_true, (-1,))
+        distances = pairwise_distances(y_pred, self.distance)
+        positive = _mean_of_nonzero(ops.relu(distances - self.positive_margin), rules.positive_mask(labels))
+        negative = _mean_of_nonzero(ops.relu(self.negative_margin - distances), rules.negative_mask(labels))
+        return positive + negative
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"positive_margin": self.positive_margin,
+                       "negative_margin": self.negative_margin, "distance": self.distance})
+        return config

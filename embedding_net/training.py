@@ -27,7 +27,7 @@ from embedding_net.evaluation import evaluate_oneshot
 from embedding_net.scoring import score_split
 from embedding_net.reports import plot_gallery, plot_tsne_pair, write_class_tables
 from embedding_net.visualization import plot_batch, plot_training_curves
-from embedding_net.losses import TripletLoss
+from embedding_net.losses import BatchContrastiveLoss, TripletLoss
 from embedding_net.monitors import collapse_monitors
 from embedding_net.models import build_embedding_model, load_embedding_model
 from embedding_net.sampling import pk_dataset
@@ -84,6 +84,13 @@ def embed_split(config, model, folder, images):
         block, _ = read_images(folder.paths[begin : begin + chunk], (height, width), channels)
         parts.append(embed_images(model, block, config.encodings.batch_size))
     return np.concatenate(parts) if parts else np.zeros((0, config.model.embedding_size), np.float32)
+
+
+def build_loss(loss):
+    """The in-batch loss of `loss.name`."""
+    if loss.name == "contrastive":
+        return BatchContrastiveLoss(loss.positive_margin, loss.negative_margin, loss.distance)
+    return TripletLoss(loss.margin, loss.mining, loss.distance)
 
 
 def build_optimizer(train):
@@ -164,7 +171,7 @@ def _run(config):
         config.model.backbone, config.model.input_shape, config.model.embedding_size,
         config.model.weights, config.model.pooling, config.model.invert,
     )
-    loss = TripletLoss(config.loss.margin, config.loss.mining, config.loss.distance)
+    loss = build_loss(config.loss)
     model.compile(optimizer=build_optimizer(config.train), loss=loss,
                   metrics=collapse_monitors(config.loss.margin, config.loss.distance))
 

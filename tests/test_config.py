@@ -266,7 +266,7 @@ def test_empty_encodings_splits_fails(tmp_path):
         ("loss", "mining", "semihard", "'semihard'"),
         ("loss", "mining", "easy", "'easy'"),
         ("loss", "distance", "manhattan", "'manhattan'"),
-        ("loss", "name", "contrastive", "'contrastive'"),
+        ("loss", "name", "lifted", "'lifted'"),
         ("model", "embedding_size", "0", "0"),
         ("model", "pooling", "sum", "'sum'"),
         ("data", "classes_per_batch", "1", "1"),

@@ -201,3 +201,13 @@ def test_mixed_precision_trains_and_saves_a_float32_model(omniglot_subset, tmp_p
     embedding = model.predict(read_image(encodings.paths[0], (28, 28), 1)[None], verbose=0)
     assert embedding.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embedding), 1.0, atol=1e-3)
+
+
+def test_contrastive_loss_trains(omniglot_subset, tmp_path):
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        "loss.name=contrastive", "loss.positive_margin=0.1", "loss.negative_margin=0.9", "train.epochs=1"])
+    assert isinstance(training.build_loss(config.loss), training.BatchContrastiveLoss)
+    metrics = training.run(config)
+    assert 0.0 <= metrics["top1_accuracy"] <= 1.0
+    with pytest.raises(ConfigError, match="loss.positive_margin must be below loss.negative_margin"):
+        load_config(None, ["loss.positive_margin=1.0", "loss.negative_margin=0.5"])
