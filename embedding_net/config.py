@@ -68,8 +68,12 @@ class TrainConfig:
     validation_steps: int = field(default=20, metadata=_at_least(0))
     optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", "sgd", "rmsprop"))
     learning_rate: float = field(default=1e-3, metadata={"min": 0.0, "exclusive": True})
-    lr_schedule: str = field(default="cosine", metadata=_choice("constant", "cosine"))
+    lr_schedule: str = field(default="cosine", metadata=_choice("constant", "cosine", "step", "plateau"))
     warmup_epochs: int = field(default=0, metadata=_at_least(0))
+    decay_factor: float = field(default=0.5, metadata={"min": 0.0, "exclusive": True})
+    step_size: int = field(default=5, metadata=_at_least(1))
+    plateau_patience: int = field(default=2, metadata=_at_least(1))
+    early_stopping_patience: typing.Optional[int] = field(default=None, metadata=_at_least(1))
     restore_best: bool = True
     mixed_precision: str = field(default="none", metadata=_choice("none", "float16", "bfloat16"))
     seed: int = field(default=0, metadata=_at_least(0))
@@ -200,6 +204,8 @@ def _check_consistency(config):
     height, width, channels = config.model.input_shape
     if channels not in (1, 3):
         raise ConfigError(f"model.input_shape must end with 1 or 3 channels, received: {list(config.model.input_shape)}")
+    if config.train.decay_factor >= 1:
+        raise ConfigError(f"train.decay_factor must be < 1, received: {config.train.decay_factor}")
     if config.loss.positive_margin >= config.loss.negative_margin:
         raise ConfigError("loss.positive_margin must be below loss.negative_margin, received: "
                           f"{config.loss.positive_margin} and {config.loss.negative_margin}")

@@ -103,11 +103,28 @@ def build_optimizer(train):
             decay_steps=max(total - warmup, 1), alpha=0.01,
             warmup_target=train.learning_rate if warmup else None, warmup_steps=warmup,
         )
-    else:
+    elif train.lr_schedule == "step":
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            train.learning_rate, decay_steps=train.step_size * train.steps_per_epoch,
+            decay_rate=train.decay_factor, staircase=True,
+        )
+    else:  # constant, or plateau (lowered by the ReduceLROnPlateau callback)
         learning_rate = train.learning_rate
     optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
                   "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
     return optimizers[train.optimizer](learning_rate=learning_rate)
+
+
+def schedule_callbacks(train, monitor):
+    """Reduce-on-plateau and early stopping (restoring the best weights), when configured."""
+    callbacks = []
+    if train.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=train.decay_factor, patience=train.plateau_patience, verbose=1))
+    if train.early_stopping_patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=train.early_stopping_patience, restore_best_weights=True, verbose=1))
+    return callbacks
 
 
 def _check_batch(config, folder, split):
@@ -187,7 +204,7 @@ def _run(config):
         AtomicCheckpoint(os.path.join(run_dir, "checkpoints", "last.keras"), best_path,
                          monitor="val_loss" if validation is not None else "loss"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
-    ]
+    ] + schedule_callbacks(config.train, "val_loss" if validation is not None else "loss")
     view_folder, view_images = (val_folder, val_images) if val_folder is not None else (train_folder, train_images)
     tsne_indices = tsne_subsample(view_folder.labels, config.evaluation.tsne_max_points,
                                   config.evaluation.tsne_max_classes, config.train.seed)

@@ -54,7 +54,9 @@ def test_matches_numpy_reference(kwargs, expected_first_rectified):
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (5,), (2, 2, 2)]
     steps = 10
-    init = [rng.normal(size=s) for s in shapes]
+    # The last variable starts at zero: there the value *is* the accumulated update, so the
+    # rtol check is not diluted by float32 rounding of O(1) parameters.
+    init = [rng.normal(size=s) for s in shapes[:-1]] + [np.zeros(shapes[-1])]
     grads = [[rng.normal(size=s) for s in shapes] for _ in range(steps)]
 
     ref_kwargs = {
@@ -78,12 +80,14 @@ def test_matches_numpy_reference(kwargs, expected_first_rectified):
              for g, v in zip(grads[step], variables)]
         )
         for i, (v, expected) in enumerate(zip(variables, history[step])):
-            # Also compare the displacement from the start (the quantity RAdam produces), so
-            # the tolerance is meaningful even though params are O(1) and updates O(lr).
+            # Also compare the displacement from the start (the quantity RAdam produces), with
+            # an atol of the float32 rounding a parameter of this size accumulates over the steps.
             got = keras.ops.convert_to_numpy(v).astype(np.float64)
             start = init[i].astype(np.float32).astype(np.float64)
-            np.testing.assert_allclose(got - start, expected - init[i],
-                                       rtol=1e-4, atol=1e-7, err_msg=f"step {step + 1}")
+            rounding = 2 * (step + 1) * np.finfo(np.float32).eps * np.abs(start) + 1e-12
+            np.testing.assert_array_less(
+                np.abs((got - start) - (expected - init[i])),
+                1e-5 * np.abs(expected - init[i]) + rounding, err_msg=f"step {step + 1}")
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7,
                                        err_msg=f"step {step + 1}")
     assert int(keras.ops.convert_to_numpy(opt.iterations)) == steps

@@ -211,3 +211,44 @@ def test_contrastive_loss_trains(omniglot_subset, tmp_path):
     assert 0.0 <= metrics["top1_accuracy"] <= 1.0
     with pytest.raises(ConfigError, match="loss.positive_margin must be below loss.negative_margin"):
         load_config(None, ["loss.positive_margin=1.0", "loss.negative_margin=0.5"])
+
+
+def test_learning_rate_schedules():
+    def rates(*overrides, steps=(0, 99, 100, 250, 999)):
+        optimizer = training.build_optimizer(load_config(None, [
+            "train.epochs=10", "train.steps_per_epoch=100", "train.learning_rate=0.1", *overrides]).train)
+        schedule = optimizer._learning_rate
+        return [float(schedule(step)) if callable(schedule) else float(schedule) for step in steps]
+
+    np.testing.assert_allclose(rates("train.lr_schedule=constant"), [0.1] * 5)
+    # Step decay: x0.5 every 2 epochs (200 steps).
+    np.testing.assert_allclose(rates("train.lr_schedule=step", "train.step_size=2"),
+                               [0.1, 0.1, 0.1, 0.05, 0.1 * 0.5**4], rtol=1e-6)
+    cosine = rates("train.lr_schedule=cosine")
+    assert cosine[0] == pytest.approx(0.1) and cosine[-1] == pytest.approx(0.001, rel=0.05)
+    assert cosine == sorted(cosine, reverse=True)
+    warm = rates("train.lr_schedule=cosine", "train.warmup_epochs=1", steps=(0, 50, 100))
+    assert warm[0] == pytest.approx(0.0) and warm[1] == pytest.approx(0.05) and warm[2] == pytest.approx(0.1)
+
+
+def test_plateau_and_early_stopping_callbacks():
+    import keras
+
+    train = load_config(None, ["train.lr_schedule=plateau", "train.early_stopping_patience=3",
+                               "train.decay_factor=0.2"]).train
+    callbacks = training.schedule_callbacks(train, "val_loss")
+    plateau, stopping = callbacks
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau) and plateau.factor == 0.2
+    assert isinstance(stopping, keras.callbacks.EarlyStopping) and stopping.patience == 3
+    assert stopping.restore_best_weights
+    assert training.schedule_callbacks(load_config(None, []).train, "loss") == []
+    with pytest.raises(ConfigError, match="train.decay_factor must be < 1, received: 1.5"):
+        load_config(None, ["train.decay_factor=1.5"])
+
+
+def test_plateau_schedule_trains(omniglot_subset, tmp_path):
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        "train.lr_schedule=plateau", "train.plateau_patience=1", "train.early_stopping_patience=1",
+        "train.epochs=3"])
+    metrics = training.run(config)
+    assert 0.0 <= metrics["top1_accuracy"] <= 1.0
