@@ -261,7 +261,7 @@ def test_empty_encodings_splits_fails(tmp_path):
         ("train", "seed", "-5", "-5"),
         ("train", "verbose", "3", "3"),
         ("train", "optimizer", "adagrad", "'adagrad'"),
-        ("train", "lr_schedule", "step", "'step'"),
+        ("train", "lr_schedule", "linear", "'linear'"),
         ("loss", "margin", "-0.1", "-0.1"),
         ("loss", "mining", "semihard", "'semihard'"),
         ("loss", "mining", "easy", "'easy'"),
