@@ -68,6 +68,9 @@ class TrainConfig:
     validation_steps: int = field(default=20, metadata=_at_least(0))
     optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", "sgd", "rmsprop"))
     learning_rate: float = field(default=1e-3, metadata={"min": 0.0, "exclusive": True})
+    momentum: float = field(default=0.9, metadata=_at_least(0.0))
+    nesterov: bool = False
+    weight_decay: float = field(default=0.004, metadata=_at_least(0.0))
     lr_schedule: str = field(default="cosine", metadata=_choice("constant", "cosine", "step", "plateau"))
     warmup_epochs: int = field(default=0, metadata=_at_least(0))
     decay_factor: float = field(default=0.5, metadata={"min": 0.0, "exclusive": True})

@@ -110,8 +110,11 @@ def build_optimizer(train):
         )
     else:  # constant, or plateau (lowered by the ReduceLROnPlateau callback)
         learning_rate = train.learning_rate
-    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-                  "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=train.momentum, nesterov=train.nesterov)
+    if train.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=train.weight_decay)
+    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
     return optimizers[train.optimizer](learning_rate=learning_rate)
 
 

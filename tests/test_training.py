@@ -252,3 +252,11 @@ def test_plateau_schedule_trains(omniglot_subset, tmp_path):
         "train.epochs=3"])
     metrics = training.run(config)
     assert 0.0 <= metrics["top1_accuracy"] <= 1.0
+
+
+def test_optimizer_options_reach_the_optimizers():
+    sgd = training.build_optimizer(load_config(None, [
+        "train.optimizer=sgd", "train.momentum=0.8", "train.nesterov=true"]).train)
+    assert sgd.momentum == pytest.approx(0.8) and sgd.nesterov is True
+    adamw = training.build_optimizer(load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.01"]).train)
+    assert adamw.weight_decay == pytest.approx(0.01)
