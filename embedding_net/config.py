@@ -66,7 +66,7 @@ class TrainConfig:
     epochs: int = field(default=10, metadata=_at_least(1))
     steps_per_epoch: int = field(default=200, metadata=_at_least(1))
     validation_steps: int = field(default=20, metadata=_at_least(0))
-    optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", "sgd", "rmsprop"))
+    optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", "sgd", "rmsprop", "radam"))
     learning_rate: float = field(default=1e-3, metadata={"min": 0.0, "exclusive": True})
     momentum: float = field(default=0.9, metadata=_at_least(0.0))
     nesterov: bool = False

@@ -29,6 +29,7 @@ from embedding_net.reports import plot_gallery, plot_tsne_pair, write_class_tabl
 from embedding_net.visualization import plot_batch, plot_training_curves
 from embedding_net.losses import BatchContrastiveLoss, TripletLoss
 from embedding_net.monitors import collapse_monitors
+from embedding_net.optimizers import RAdam
 from embedding_net.models import build_embedding_model, load_embedding_model
 from embedding_net.sampling import pk_dataset
 
@@ -114,7 +115,7 @@ def build_optimizer(train):
         return keras.optimizers.SGD(learning_rate, momentum=train.momentum, nesterov=train.nesterov)
     if train.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate, weight_decay=train.weight_decay)
-    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
+    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "radam": RAdam}
     return optimizers[train.optimizer](learning_rate=learning_rate)
 
 

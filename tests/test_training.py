@@ -260,3 +260,4 @@ def test_optimizer_options_reach_the_optimizers():
     assert sgd.momentum == pytest.approx(0.8) and sgd.nesterov is True
     adamw = training.build_optimizer(load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.01"]).train)
     assert adamw.weight_decay == pytest.approx(0.01)
+    assert isinstance(training.build_optimizer(load_config(None, ["train.optimizer=radam"]).train), training.RAdam)
