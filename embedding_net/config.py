@@ -32,7 +32,7 @@ class ModelConfig:
     input_shape: typing.Tuple[int, int, int] = field(default=(28, 28, 1), metadata=_at_least(1))
     embedding_size: int = field(default=64, metadata=_at_least(1))
     weights: typing.Optional[str] = None
-    pooling: str = field(default="avg", metadata=_choice("avg", "max"))
+    pooling: str = field(default="avg", metadata=_choice("avg", "max", "gem"))
     invert: bool = False
 
 

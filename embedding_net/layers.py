@@ -100,3 +100,43 @@ class L2Normalization(keras.layers.Layer):
         config = super().get_config()
         config.update({"epsilon": self.epsilon})
         return config
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class GeneralizedMeanPooling(keras.layers.Layer):
+    """GeM pooling (Radenovic et al. 2018): (mean over positions of x^p)^(1/p) per channel.
+
+    p = 1 is average pooling and p -> infinity tends to max pooling; p is learned. Inputs are
+    clamped at `epsilon` first, since x^p needs x > 0 (features after ReLU are >= 0).
+
+    Args:
+        p: the initial exponent, > 0.
+        trainable_p: learn p with the network.
+        epsilon: lower clamp of the features.
+    """
+
+    def __init__(self, p=3.0, trainable_p=True, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if not p > 0:
+            raise ValueError(f"`p` must be > 0. Received: {p!r}")
+        self.p = float(p)
+        self.trainable_p = bool(trainable_p)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        self.exponent = self.add_weight(
+            name="p", shape=(), initializer=keras.initializers.Constant(self.p), trainable=self.trainable_p)
+
+    def call(self, inputs):
+        x = ops.maximum(ops.cast(inputs, "float32"), self.epsilon)
+        p = ops.cast(self.exponent, "float32")
+        pooled = ops.power(ops.mean(ops.power(x, p), axis=(1, 2)), 1.0 / p)
+        return ops.cast(pooled, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"p": self.p, "trainable_p": self.trainable_p, "epsilon": self.epsilon})
+        return config

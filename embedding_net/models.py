@@ -6,9 +6,9 @@ import keras
 
 from embedding_net.errors import ModelFileError
 from embedding_net.backbones import build_backbone, get_backbone
-from embedding_net.layers import ImagePreprocessing, L2Normalization
+from embedding_net.layers import GeneralizedMeanPooling, ImagePreprocessing, L2Normalization
 
-POOLINGS = ("avg", "max")
+POOLINGS = ("avg", "max", "gem")
 
 
 def build_embedding_model(
@@ -31,7 +31,8 @@ def build_embedding_model(
         input_shape: (height, width, channels) of the raw images, channels 1 or 3.
         embedding_size: the dimension D of the embeddings.
         weights: None or a pretrained name the backbone offers (e.g. `imagenet`).
-        pooling: `avg` or `max` global pooling of the feature map.
+        pooling: `avg`, `max` or `gem` (generalised mean, learned exponent) global pooling of
+            the feature map.
         invert: feed 255 - pixel to the backbone (for dark-on-light images such as scans
             of handwriting).
 
@@ -51,8 +52,10 @@ def build_embedding_model(
     x = build_backbone(backbone, (height, width, backbone_channels), weights)(x)
     if pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
-    else:
+    elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="pooling")(x)
+    else:
+        x = GeneralizedMeanPooling(name="pooling")(x)
     x = keras.layers.Dense(embedding_size, name="projection")(x)
     outputs = L2Normalization(name="l2_normalization")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -378,3 +378,31 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
         load_embedding_model(str(path))
     with pytest.raises(ModelFileError, match="not found"):
         load_embedding_model(str(tmp_path / "missing.keras"))
+
+
+def test_gem_pooling_matches_the_formula_and_its_limits():
+    from embedding_net.layers import GeneralizedMeanPooling
+
+    x = np.random.default_rng(0).uniform(0.1, 2.0, (2, 3, 4, 5)).astype("float32")
+    for p in (1.0, 3.0):
+        expected = np.mean(x**p, axis=(1, 2)) ** (1 / p)
+        np.testing.assert_allclose(np.asarray(GeneralizedMeanPooling(p=p)(x)), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(GeneralizedMeanPooling(p=1.0)(x)), x.mean(axis=(1, 2)), rtol=1e-5)
+    near_max = np.asarray(GeneralizedMeanPooling(p=60.0)(x))
+    np.testing.assert_allclose(near_max, x.max(axis=(1, 2)), rtol=0.05)
+    with pytest.raises(ValueError, match="-1"):
+        GeneralizedMeanPooling(p=-1)
+
+
+def test_gem_model_learns_p_and_round_trips(tmp_path):
+    model = build_embedding_model("conv4", (16, 16, 1), 8, pooling="gem")
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=TripletLoss(mining="all"))
+    x = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 1)).astype("uint8")
+    model.fit(x, np.repeat(np.arange(4), 2), epochs=2, verbose=0)
+    p = float(model.get_layer("pooling").exponent.numpy())
+    assert p != pytest.approx(3.0)
+    path = str(tmp_path / "gem.keras")
+    model.save(path)
+    reloaded = load_embedding_model(path)
+    assert float(reloaded.get_layer("pooling").exponent.numpy()) == pytest.approx(p)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
