@@ -34,6 +34,7 @@ class ModelConfig:
     weights: typing.Optional[str] = None
     pooling: str = field(default="avg", metadata=_choice("avg", "max", "gem"))
     invert: bool = False
+    freeze: typing.Union[int, str] = "none"
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,9 @@ def _check_consistency(config):
     height, width, channels = config.model.input_shape
     if channels not in (1, 3):
         raise ConfigError(f"model.input_shape must end with 1 or 3 channels, received: {list(config.model.input_shape)}")
+    freeze = config.model.freeze
+    if isinstance(freeze, str) and freeze not in ("none", "all") or isinstance(freeze, int) and freeze < 0:
+        raise ConfigError(f"model.freeze must be none, all or a number of last layers to train, received: {freeze!r}")
     if config.train.decay_factor >= 1:
         raise ConfigError(f"train.decay_factor must be < 1, received: {config.train.decay_factor}")
     if config.loss.positive_margin >= config.loss.negative_margin:

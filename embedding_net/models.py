@@ -18,6 +18,7 @@ def build_embedding_model(
     weights=None,
     pooling="avg",
     invert=False,
+    freeze=None,
     name="embedding_model",
 ):
     """Builds backbone -> global pooling -> dense projection -> L2 normalisation.
@@ -30,11 +31,16 @@ def build_embedding_model(
         backbone: a name from `embedding_net.backbones.list_backbones()`.
         input_shape: (height, width, channels) of the raw images, channels 1 or 3.
         embedding_size: the dimension D of the embeddings.
-        weights: None or a pretrained name the backbone offers (e.g. `imagenet`).
+        weights: None, a pretrained name the backbone offers (e.g. `imagenet`), or the path of
+            a `.keras` / `.weights.h5` file of an embedding model of the same architecture
+            (to fine-tune an earlier run).
         pooling: `avg`, `max` or `gem` (generalised mean, learned exponent) global pooling of
             the feature map.
         invert: feed 255 - pixel to the backbone (for dark-on-light images such as scans
             of handwriting).
+        freeze: None (train everything), `"all"` (freeze the backbone) or an integer N (freeze
+            all backbone layers but the last N). Frozen batch normalisation runs in inference
+            mode. The head always trains.
 
     Returns:
         A `keras.Model` mapping uint8 [B, H, W, C] to float32 [B, D] of unit norm.
@@ -49,7 +55,10 @@ def build_embedding_model(
     inputs = keras.Input((height, width, channels), dtype="uint8", name="image")
     x = ImagePreprocessing(mode=spec.preprocessing, output_channels=backbone_channels,
                            invert=invert, name="preprocessing")(inputs)
-    x = build_backbone(backbone, (height, width, backbone_channels), weights)(x)
+    weights_file = weights if weights is not None and weights not in spec.pretrained else None
+    tower = build_backbone(backbone, (height, width, backbone_channels), None if weights_file else weights)
+    _freeze(tower, freeze)
+    x = tower(x)
     if pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
     elif pooling == "max":
@@ -58,7 +67,29 @@ def build_embedding_model(
         x = GeneralizedMeanPooling(name="pooling")(x)
     x = keras.layers.Dense(embedding_size, name="projection")(x)
     outputs = L2Normalization(name="l2_normalization")(x)
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights_file is not None:
+        if not os.path.isfile(weights_file):
+            raise ModelFileError(f"weights file not found: {weights_file}")
+        try:
+            model.load_weights(weights_file)
+        except Exception as error:  # shape or format mismatch: all mean "not this architecture"
+            raise ModelFileError(f"cannot load weights {weights_file} into {backbone}: "
+                                 f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
+    return model
+
+
+def _freeze(tower, freeze):
+    if freeze is None or freeze == "none":
+        return
+    if freeze == "all":
+        tower.trainable = False
+        return
+    if isinstance(freeze, bool) or not isinstance(freeze, int) or freeze < 0:
+        raise ValueError(f"`freeze` must be None, 'all' or an integer >= 0. Received: {freeze!r}")
+    frozen = tower.layers[: max(len(tower.layers) - freeze, 0)]
+    for layer in frozen:
+        layer.trainable = False
 
 
 def load_embedding_model(path):

@@ -146,10 +146,13 @@ def _check_model_keys(model):
     if model.backbone not in names:
         raise ConfigError(f"model.backbone must be one of {', '.join(names)}, received: {model.backbone!r}")
     spec = get_backbone(model.backbone)
-    if model.weights is not None and model.weights not in spec.pretrained:
-        offered = ", ".join(["null", *spec.pretrained])
+    is_file = model.weights is not None and model.weights.endswith((".keras", ".weights.h5"))
+    if model.weights is not None and model.weights not in spec.pretrained and not is_file:
+        offered = ", ".join(["null", *spec.pretrained, "a .keras or .weights.h5 file"])
         raise ConfigError(f"model.weights of backbone {model.backbone} must be one of {offered}, "
                           f"received: {model.weights!r}")
+    if is_file and not os.path.isfile(model.weights):
+        raise ConfigError(f"model.weights file not found: {model.weights}")
     if min(model.input_shape[:2]) < spec.min_input_size:
         raise ConfigError(f"model.input_shape of backbone {model.backbone} must be at least "
                           f"{spec.min_input_size} pixels high and wide, received: {list(model.input_shape)}")
@@ -191,6 +194,7 @@ def _run(config):
     model = build_embedding_model(
         config.model.backbone, config.model.input_shape, config.model.embedding_size,
         config.model.weights, config.model.pooling, config.model.invert,
+        None if config.model.freeze == "none" else config.model.freeze,
     )
     loss = build_loss(config.loss)
     model.compile(optimizer=build_optimizer(config.train), loss=loss,

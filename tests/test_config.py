@@ -476,3 +476,14 @@ def test_non_finite_numbers_are_rejected(value):
 def test_input_shape_sizes_must_be_positive():
     with pytest.raises(ConfigError, match=r"model.input_shape must be >= 1, received: \(0, 28, 1\)"):
         load_config(None, ["model.input_shape=[0,28,1]"])
+
+
+@pytest.mark.parametrize("value, expected", [("none", "none"), ("all", "all"), ("3", 3)])
+def test_freeze_takes_none_all_or_a_count(value, expected):
+    assert load_config(None, [f"model.freeze={value}"]).model.freeze == expected
+
+
+@pytest.mark.parametrize("value", ["some", "-1"])
+def test_freeze_rejects_other_values(value):
+    with pytest.raises(ConfigError, match="model.freeze must be none, all or a number"):
+        load_config(None, [f"model.freeze={value}"])

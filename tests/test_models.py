@@ -406,3 +406,39 @@ def test_gem_model_learns_p_and_round_trips(tmp_path):
     reloaded = load_embedding_model(path)
     assert float(reloaded.get_layer("pooling").exponent.numpy()) == pytest.approx(p)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_freeze_all_or_all_but_the_last_layers():
+    frozen = build_embedding_model("conv4", (16, 16, 1), 8, freeze="all")
+    backbone = frozen.get_layer("conv4")
+    assert not backbone.trainable and frozen.get_layer("projection").trainable
+    partly = build_embedding_model("conv4", (16, 16, 1), 8, freeze=4).get_layer("conv4")
+    trainable = [layer.trainable for layer in partly.layers]
+    assert trainable[-4:] == [True] * 4 and not any(trainable[:-4])
+    with pytest.raises(ValueError, match="-2"):
+        build_embedding_model("conv4", (16, 16, 1), 8, freeze=-2)
+
+
+def test_frozen_backbone_does_not_change_in_training():
+    model = build_embedding_model("conv4", (16, 16, 1), 8, freeze="all")
+    before = [w.copy() for w in model.get_layer("conv4").get_weights()]
+    model.compile(optimizer="adam", loss=TripletLoss(mining="all"))
+    x = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 1)).astype("uint8")
+    model.fit(x, np.repeat(np.arange(4), 2), epochs=2, verbose=0)
+    for old, new in zip(before, model.get_layer("conv4").get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_weights_from_an_earlier_model_file(tmp_path):
+    from embedding_net.errors import ModelFileError
+
+    source = build_embedding_model("conv4", (16, 16, 1), 8)
+    path = str(tmp_path / "earlier.weights.h5")
+    source.save_weights(path)
+    x = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1)).astype("uint8")
+    loaded = build_embedding_model("conv4", (16, 16, 1), 8, weights=path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), source.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(ModelFileError, match="cannot load weights"):
+        build_embedding_model("conv4", (16, 16, 1), 4, weights=path)  # another head size
+    with pytest.raises(ModelFileError, match="not found"):
+        build_embedding_model("conv4", (16, 16, 1), 8, weights=str(tmp_path / "nope.keras"))

@@ -113,7 +113,8 @@ def test_missing_data_root_is_a_dataset_error(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("model.backbone=nope", "model.backbone must be one of .*conv4.*received: 'nope'"),
-    ("model.weights=imagenet", "model.weights of backbone conv4 must be one of null, received: 'imagenet'"),
+    ("model.weights=imagenet", "model.weights of backbone conv4 must be one of null, a .keras or .weights.h5 file, received: 'imagenet'"),
+    ("model.weights=missing.weights.h5", "model.weights file not found: missing.weights.h5"),
     ("model.input_shape=[8,8,1]", "model.input_shape of backbone conv4 must be at least 16"),
 ])
 def test_model_keys_are_checked_before_building(omniglot_subset, tmp_path, override, message):
