@@ -55,6 +55,7 @@ class LossConfig:
     name: str = field(default="triplet", metadata=_choice("triplet", "contrastive"))
     mining: str = field(default="semi_hard", metadata=_choice("all", "hard", "semi_hard"))
     margin: float = field(default=0.2, metadata=_at_least(0.0))
+    soft_margin: bool = False
     positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
     negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
     distance: str = field(

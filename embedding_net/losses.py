@@ -13,32 +13,40 @@ def _safe_mean(total, count):
     return ops.where(count > 0, total / ops.maximum(count, 1.0), ops.zeros_like(total))
 
 
-def triplet_loss(labels, embeddings, margin=0.2, mining_strategy="semi_hard", distance="euclidean"):
-    """The in-batch triplet loss as a function; see `TripletLoss` for the definitions."""
+def triplet_loss(labels, embeddings, margin=0.2, mining_strategy="semi_hard", distance="euclidean",
+                 soft_margin=False, sample_weight=None):
+    """The in-batch triplet loss as a function; see `TripletLoss` for the definitions.
+
+    `sample_weight` [B] weighs every term by the weight of its anchor, in the sum and in the
+    count it is divided by, so uniform weights change nothing.
+    """
     labels = ops.reshape(labels, (-1,))
     distances = pairwise_distances(embeddings, distance)
     positives = rules.positive_mask(labels)
     negatives = rules.negative_mask(labels)
+    weights = (ops.ones_like(distances[:, 0]) if sample_weight is None
+               else ops.cast(ops.reshape(sample_weight, (-1,)), "float32"))
+
+    def hinge(difference):  # difference = d(a, p) - d(a, n)
+        return ops.softplus(difference) if soft_margin else ops.relu(difference + margin)
+
     if mining_strategy == "all":
-        values, valid = rules.batch_all_triplet_values(distances, labels, margin)
-        losses = ops.where(valid, ops.relu(values), ops.zeros_like(values))
-        return _safe_mean(ops.sum(losses), ops.sum(ops.cast(losses > 0, "float32")))
+        values, valid = rules.batch_all_triplet_values(distances, labels, 0.0)
+        losses = ops.where(valid, hinge(values), ops.zeros_like(values))
+        counted = ops.cast(losses > 0, "float32") * weights[:, None, None]
+        return _safe_mean(ops.sum(losses * weights[:, None, None]), ops.sum(counted))
     if mining_strategy == "hard":
         has_positive = ops.any(positives, axis=1)
         has_triplet = ops.logical_and(has_positive, ops.any(negatives, axis=1))
-        losses = ops.relu(
-            rules.hardest_positive(distances, positives)
-            - rules.hardest_negative(distances, negatives)
-            + margin
-        )
+        losses = hinge(rules.hardest_positive(distances, positives) - rules.hardest_negative(distances, negatives))
         losses = ops.where(has_triplet, losses, ops.zeros_like(losses))
-        return _safe_mean(ops.sum(losses), ops.sum(ops.cast(has_positive, "float32")))
+        return _safe_mean(ops.sum(losses * weights), ops.sum(ops.cast(has_positive, "float32") * weights))
     if mining_strategy == "semi_hard":
         negative_distances, has_negative = rules.semi_hard_negative(distances, positives, negatives)
         valid = ops.logical_and(positives, has_negative[:, None])
-        losses = ops.relu(distances - negative_distances + margin)
-        losses = ops.where(valid, losses, ops.zeros_like(losses))
-        return _safe_mean(ops.sum(losses), ops.sum(ops.cast(valid, "float32")))
+        losses = ops.where(valid, hinge(distances - negative_distances), ops.zeros_like(distances))
+        counted = ops.cast(valid, "float32") * weights[:, None]
+        return _safe_mean(ops.sum(losses * weights[:, None]), ops.sum(counted))
     rules.check_mining(mining_strategy)
 
 
@@ -57,12 +65,17 @@ class TripletLoss(keras.losses.Loss):
       negative n with d(a,n) > d(a,p), or the farthest negative if there is none; the mean of
       max(d(a,p) - d(a,n) + m, 0) over positive pairs whose anchor has a negative.
 
-    A batch without a valid pair or triplet gives 0, never NaN.
+    With `soft_margin`, max(x + m, 0) becomes the soft-margin log(1 + exp(x)) (Hermans et al.
+    2017), which never reaches 0: batch-all then averages over every valid triplet.
+
+    A batch without a valid pair or triplet gives 0, never NaN. `sample_weight` [B] weighs
+    each term by its anchor's weight (see `triplet_loss`).
 
     Args:
         margin: the margin m, >= 0.
         mining: `all`, `hard` or `semi_hard`.
         distance: `euclidean`, `squared_euclidean` or `cosine` (1 - cosine similarity).
+        soft_margin: use log(1 + exp(.)) instead of the hinge with `margin`.
     """
 
     def __init__(
@@ -70,6 +83,7 @@ class TripletLoss(keras.losses.Loss):
         margin=0.2,
         mining="semi_hard",
         distance="euclidean",
+        soft_margin=False,
         name="triplet_loss",
         **kwargs,
     ):
@@ -81,13 +95,21 @@ class TripletLoss(keras.losses.Loss):
         self.margin = float(margin)
         self.mining = mining
         self.distance = distance
+        self.soft_margin = bool(soft_margin)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Keras' Loss.__call__ would cast the integer labels to float and apply the weights to
+        # the reduced scalar; the weights belong to the anchors, inside the reduction.
+        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance,
+                            self.soft_margin, sample_weight)
 
     def call(self, y_true, y_pred):
-        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance)
+        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance, self.soft_margin)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"margin": self.margin, "mining": self.mining, "distance": self.distance})
+        config.update({"margin": self.margin, "mining": self.mining, "distance": self.distance,
+                       "soft_margin": self.soft_margin})
         return config
 
 

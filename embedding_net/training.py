@@ -91,7 +91,7 @@ def build_loss(loss):
     """The in-batch loss of `loss.name`."""
     if loss.name == "contrastive":
         return BatchContrastiveLoss(loss.positive_margin, loss.negative_margin, loss.distance)
-    return TripletLoss(loss.margin, loss.mining, loss.distance)
+    return TripletLoss(loss.margin, loss.mining, loss.distance, loss.soft_margin)
 
 
 def build_optimizer(train):

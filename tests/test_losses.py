@@ -353,3 +353,63 @@ def test_compile_and_fit_one_step(mining, jit_compile):
     assert len(history.history["loss"]) == 1
     assert np.isfinite(history.history["loss"][0])
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+# ----------------------------------------------------------------------------- soft margin, weights
+
+
+def weighted_reference(labels, embeddings, margin, mining, distance, soft, weights):
+    """The loops of `reference_loss`, with anchor weights and the soft margin."""
+    labels = [int(t) for t in labels]
+    x = np.asarray(embeddings, dtype=np.float64)
+    n = len(labels)
+    d = [[0.0 if i == j else reference_distance(x[i], x[j], distance) for j in range(n)] for i in range(n)]
+
+    def hinge(difference):
+        return math.log1p(math.exp(difference)) if soft else max(difference + margin, 0.0)
+
+    terms = []  # (weight, value, counted)
+    for a in range(n):
+        positives = [p for p in range(n) if p != a and labels[p] == labels[a]]
+        negatives = [m for m in range(n) if labels[m] != labels[a]]
+        if mining == "all":
+            for p in positives:
+                for m in negatives:
+                    value = hinge(d[a][p] - d[a][m])
+                    terms.append((weights[a], value, value > 0))
+        elif mining == "hard" and positives:
+            value = hinge(max(d[a][p] for p in positives) - min(d[a][m] for m in negatives)) if negatives else 0.0
+            terms.append((weights[a], value, True))
+        elif mining == "semi_hard" and negatives:
+            for p in positives:
+                farther = [d[a][m] for m in negatives if d[a][m] > d[a][p]]
+                chosen = min(farther) if farther else max(d[a][m] for m in negatives)
+                terms.append((weights[a], hinge(d[a][p] - chosen), True))
+    total = sum(w * v for w, v, _ in terms)
+    count = sum(w for w, _, counted in terms if counted)
+    return total / count if count else 0.0
+
+
+@pytest.mark.parametrize("mining", ["all", "hard", "semi_hard"])
+@pytest.mark.parametrize("soft", [False, True])
+def test_soft_margin_and_sample_weights_match_loops(mining, soft):
+    rng = np.random.default_rng(7)
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+    embeddings = rng.normal(size=(8, 4)).astype("float32")
+    weights = rng.uniform(0.1, 2.0, 8).astype("float32")
+    loss = TripletLoss(margin=0.3, mining=mining, soft_margin=soft)
+    expected = weighted_reference(labels, embeddings, 0.3, mining, "euclidean", soft, weights)
+    assert float(loss(labels, embeddings, sample_weight=weights)) == pytest.approx(expected, rel=1e-5)
+    uniform = weighted_reference(labels, embeddings, 0.3, mining, "euclidean", soft, np.ones(8))
+    assert float(loss(labels, embeddings)) == pytest.approx(uniform, rel=1e-5)
+    assert float(loss(labels, embeddings, sample_weight=np.full(8, 3.0, "float32"))) == pytest.approx(uniform, rel=1e-5)
+
+
+def test_soft_margin_round_trips_and_trains_with_weights():
+    loss = TripletLoss(mining="hard", soft_margin=True)
+    assert keras.losses.deserialize(keras.losses.serialize(loss)).soft_margin is True
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer="adam", loss=loss)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    history = model.fit(x, np.repeat(np.arange(4), 2), sample_weight=np.linspace(0.5, 1.5, 8), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

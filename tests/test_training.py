@@ -208,6 +208,8 @@ def test_contrastive_loss_trains(omniglot_subset, tmp_path):
     config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
         "loss.name=contrastive", "loss.positive_margin=0.1", "loss.negative_margin=0.9", "train.epochs=1"])
     assert isinstance(training.build_loss(config.loss), training.BatchContrastiveLoss)
+    soft = training.build_loss(load_config(None, ["loss.soft_margin=true", "loss.mining=hard"]).loss)
+    assert soft.soft_margin and soft.mining == "hard"
     metrics = training.run(config)
     assert 0.0 <= metrics["top1_accuracy"] <= 1.0
     with pytest.raises(ConfigError, match="loss.positive_margin must be below loss.negative_margin"):
