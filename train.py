@@ -38,7 +38,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last completed epoch is in the checkpoints folder", file=sys.stderr)
+        print("interrupted: run the same command to resume from the last completed epoch", file=sys.stderr)
         return 130
     print(f"outputs in {config.run_dir}")
     for key, value in metrics.items():

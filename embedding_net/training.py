@@ -18,7 +18,7 @@ from embedding_net.callbacks import (
     StopOnNonFiniteLoss,
     save_model_atomically,
 )
-from embedding_net.config import save_config
+from embedding_net.config import load_config, save_config
 from embedding_net.data import add_rotated_classes, drop_unusable, read_images, scan_image_folder
 from embedding_net.datasets import DATASETS
 from embedding_net.encodings import embed_images, make_encodings, save_encodings
@@ -64,14 +64,33 @@ def load_split(config, split, min_images_per_class=2):
     return drop_unusable(folder, failed, min_images_per_class)[0], None
 
 
-def batches(config, folder, images, seed, classes_per_batch=None):
+def batches(config, folder, images, seed, classes_per_batch=None, start_batch=0):
     """The P x K `tf.data` pipeline over one split, in memory or decoded on the fly."""
     return pk_dataset(
         folder.labels, len(folder.class_names),
         classes_per_batch or config.data.classes_per_batch, config.data.images_per_class,
         images=images, paths=None if images is not None else folder.paths,
         image_size=config.model.input_shape[:2], channels=config.model.input_shape[2], seed=seed,
+        start_batch=start_batch,
     )
+
+
+def completed_epochs(backup_dir):
+    """Epochs finished by an interrupted run whose `BackupAndRestore` state is in `backup_dir`."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return int(json.load(handle)["epoch"])
+
+
+def _check_resumable(config, backup_dir):
+    """An interrupted run resumes only under the config it started with."""
+    saved = os.path.join(config.run_dir, "config.yml")
+    if completed_epochs(backup_dir) and os.path.isfile(saved) and load_config(saved) != config:
+        raise ConfigError(
+            f"{config.run_dir} holds an interrupted run made with another config; run the same "
+            f"command to resume it, or delete {backup_dir} (or change output.name) to start over")
 
 
 def embed_split(config, model, folder, images):
@@ -183,6 +202,9 @@ def _run(config):
     keras.utils.set_random_seed(config.train.seed)
     run_dir = config.run_dir
     os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+    backup_dir = os.path.join(run_dir, "backup")
+    _check_resumable(config, backup_dir)
+    resumed = completed_epochs(backup_dir)
     save_config(config, os.path.join(run_dir, "config.yml"))
     prepare_dataset(config.data)
 
@@ -211,8 +233,11 @@ def _run(config):
         LearningRateLogger(),
         AtomicCheckpoint(os.path.join(run_dir, "checkpoints", "last.keras"), best_path,
                          monitor="val_loss" if validation is not None else "loss"),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
-    ] + schedule_callbacks(config.train, "val_loss" if validation is not None else "loss")
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resumed > 0),
+        *schedule_callbacks(config.train, "val_loss" if validation is not None else "loss"),
+        # Last, so that an epoch counts as done only once everything above has been written.
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
+    ]
     view_folder, view_images = (val_folder, val_images) if val_folder is not None else (train_folder, train_images)
     tsne_indices = tsne_subsample(view_folder.labels, config.evaluation.tsne_max_points,
                                   config.evaluation.tsne_max_classes, config.train.seed)
@@ -231,7 +256,8 @@ def _run(config):
         training_set = add_rotated_classes(train_folder, train_images)
     started = time.time()
     model.fit(
-        batches(config, *training_set, config.train.seed),
+        # Batch i of the run is the same whether or not it was interrupted before it.
+        batches(config, *training_set, config.train.seed, start_batch=resumed * config.train.steps_per_epoch),
         epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch,
         validation_data=validation, validation_steps=config.train.validation_steps if validation else None,
         callbacks=callbacks, verbose=config.train.verbose, shuffle=False,  # P x K batches are random
