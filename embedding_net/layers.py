@@ -140,3 +140,37 @@ class GeneralizedMeanPooling(keras.layers.Layer):
         config = super().get_config()
         config.update({"p": self.p, "trainable_p": self.trainable_p, "epsilon": self.epsilon})
         return config
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class PairDistance(keras.layers.Layer):
+    """The distance head of a Siamese network, from two batches of embeddings [B, D].
+
+    Args:
+        head: `euclidean` (returns the distance [B, 1]) or `l1` (returns |e1 - e2| [B, D],
+            to be followed by a dense sigmoid layer giving P(same class)).
+    """
+
+    def __init__(self, head="euclidean", **kwargs):
+        super().__init__(**kwargs)
+        if head not in ("euclidean", "l1"):
+            raise ValueError(f"`head` must be one of euclidean, l1. Received: {head!r}")
+        self.head = head
+
+    def call(self, first, second):
+        difference = ops.cast(first, "float32") - ops.cast(second, "float32")
+        if self.head == "l1":
+            return ops.abs(difference)
+        squared = ops.sum(ops.square(difference), axis=-1, keepdims=True)
+        # The same finite-gradient square root as embedding_net.distances.euclidean.
+        is_zero = ops.less_equal(squared, 0.0)
+        safe = ops.where(is_zero, ops.ones_like(squared), squared)
+        return ops.where(is_zero, ops.zeros_like(squared), ops.sqrt(safe))
+
+    def compute_output_shape(self, first_shape, second_shape=None):
+        return first_shape if self.head == "l1" else (first_shape[0], 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"head": self.head})
+        return config
