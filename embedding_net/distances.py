@@ -33,14 +33,17 @@ def squared_euclidean(embeddings):
     return squared * off_diagonal
 
 
-def euclidean(embeddings):
-    """Euclidean distances, with finite gradients where two embeddings coincide."""
-    squared = squared_euclidean(embeddings)
+def safe_sqrt(squared):
+    """sqrt of non-negative values, with gradient 0 (not NaN) where the value is 0."""
     is_zero = ops.less_equal(squared, 0.0)
-    # sqrt has an infinite derivative at 0: take it of 1 there and zero the result, so that
-    # the gradient is 0 instead of NaN for duplicates and the diagonal.
+    # sqrt has an infinite derivative at 0: take it of 1 there and zero the result.
     safe = ops.where(is_zero, ops.ones_like(squared), squared)
     return ops.where(is_zero, ops.zeros_like(squared), ops.sqrt(safe))
+
+
+def euclidean(embeddings):
+    """Euclidean distances, with finite gradients where two embeddings coincide."""
+    return safe_sqrt(squared_euclidean(embeddings))
 
 
 def cosine(embeddings):

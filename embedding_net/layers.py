@@ -1,7 +1,10 @@
-"""Serialisable layers that make a saved model self-contained: preprocessing and normalisation."""
+"""Serialisable layers that make a saved model self-contained: preprocessing, GeM pooling,
+L2 normalisation and the pair-distance head of Siamese models."""
 
 import keras
 from keras import ops
+
+from embedding_net.distances import safe_sqrt
 
 # Per-channel constants of the ImageNet conventions used by keras.applications.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -161,11 +164,7 @@ class PairDistance(keras.layers.Layer):
         difference = ops.cast(first, "float32") - ops.cast(second, "float32")
         if self.head == "l1":
             return ops.abs(difference)
-        squared = ops.sum(ops.square(difference), axis=-1, keepdims=True)
-        # The same finite-gradient square root as embedding_net.distances.euclidean.
-        is_zero = ops.less_equal(squared, 0.0)
-        safe = ops.where(is_zero, ops.ones_like(squared), squared)
-        return ops.where(is_zero, ops.zeros_like(squared), ops.sqrt(safe))
+        return safe_sqrt(ops.sum(ops.square(difference), axis=-1, keepdims=True))
 
     def compute_output_shape(self, first_shape, second_shape=None):
         return first_shape if self.head == "l1" else (first_shape[0], 1)

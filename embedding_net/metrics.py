@@ -273,10 +273,7 @@ def top_k_accuracy(query_embeddings, query_labels, reference_embeddings=None,
     true = np.where(classes[position] == labels, position, len(classes))
     distances = class_distances(queries, references, dense, len(classes), distance,
                                 np.arange(len(queries)) if loo else None, chunk_size)
-    # A class left without references (a single image, in LOO) is at +inf, yet still ranked
-    # when k >= C: it must not count as found.
-    rows = np.nonzero(true < len(classes))[0]
-    true[rows[np.isinf(distances[rows, true[rows]])]] = len(classes)
+    # evaluation.top_k_accuracy never counts a class at +inf (no reference) or out of range.
     return _top_k_of_class_distances(distances, true, ks)
 
 
