@@ -1,5 +1,8 @@
 """Training callbacks: atomic checkpoints and a learning-rate column in the logs."""
 
+import json
+import os
+
 import keras
 import numpy as np
 
@@ -32,24 +35,28 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves the model each epoch to `last_path`, and to `best_path` when `monitor` improves.
 
     Unlike `keras.callbacks.ModelCheckpoint`, every write goes through a temporary file and a
-    rename, so a crash never leaves a torn checkpoint.
+    rename, so a crash never leaves a torn checkpoint. `saved_model` is the model written
+    (default: the one being trained); a Siamese, triplet or ArcFace training model passes its
+    embedding tower, the model that is kept.
     """
 
-    def __init__(self, last_path, best_path, monitor="val_loss"):
+    def __init__(self, last_path, best_path, monitor="val_loss", saved_model=None):
         super().__init__()
         self.last_path = last_path
         self.best_path = best_path
         self.monitor = monitor
+        self.saved_model = saved_model
         self.best = np.inf
 
     def on_epoch_end(self, epoch, logs=None):
         if not np.isfinite(float((logs or {}).get("loss", 0.0))):
             return  # never replace a good checkpoint with diverged weights
-        save_model_atomically(self.model, self.last_path)
+        saved = self.saved_model if self.saved_model is not None else self.model
+        save_model_atomically(saved, self.last_path)
         value = (logs or {}).get(self.monitor)
         if value is not None and np.isfinite(value) and value < self.best:
             self.best = float(value)
-            save_model_atomically(self.model, self.best_path)
+            save_model_atomically(saved, self.best_path)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -72,3 +79,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not np.isfinite(float(loss)):
             self.failed_step = (self._epoch + 1, batch + 1)
             self.model.stop_training = True
+
+
+def completed_epochs(backup_dir):
+    """Epochs finished by an interrupted run whose `BackupAndRestore` state is in `backup_dir`."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return int(json.load(handle)["epoch"])

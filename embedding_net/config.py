@@ -35,6 +35,8 @@ class ModelConfig:
     pooling: str = field(default="avg", metadata=_choice("avg", "max", "gem"))
     invert: bool = False
     freeze: typing.Union[int, str] = "none"
+    architecture: str = field(default="embedding", metadata=_choice("embedding", "siamese", "triplet"))
+    siamese_head: str = field(default="euclidean", metadata=_choice("euclidean", "l1"))
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,24 @@ class DataConfig:
     cache: str = field(default="auto", metadata=_choice("auto", "memory", "none"))
     cache_max_gb: float = field(default=4.0, metadata=_at_least(0.0))
     rotate_classes: bool = False
+    csv: typing.Optional[str] = None
+    csv_path_column: str = "path"
+    csv_label_column: str = "label"
+    val_ratio: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
+    augmentation: str = field(default="none", metadata=_choice("none", "light", "default"))
+    transforms: typing.Tuple[dict, ...] = ()
+    batch_size: typing.Optional[int] = field(default=None, metadata=_at_least(2))
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = field(default="triplet", metadata=_choice("triplet", "contrastive"))
+    name: str = field(default="triplet", metadata=_choice("triplet", "contrastive", "binary_crossentropy", "arcface"))
     mining: str = field(default="semi_hard", metadata=_choice("all", "hard", "semi_hard"))
+    pair_mining: str = field(default="random", metadata=_choice("random", "hard"))
+    negatives_selection_mode: str = field(
+        default="semihard", metadata=_choice("random", "hardest", "random_hard", "semihard"))
     margin: float = field(default=0.2, metadata=_at_least(0.0))
+    scale: float = field(default=30.0, metadata={"min": 0.0, "exclusive": True})
     soft_margin: bool = False
     positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
     negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
@@ -80,6 +93,7 @@ class TrainConfig:
     plateau_patience: int = field(default=2, metadata=_at_least(1))
     early_stopping_patience: typing.Optional[int] = field(default=None, metadata=_at_least(1))
     restore_best: bool = True
+    pretrain_epochs: int = field(default=0, metadata=_at_least(0))
     mixed_precision: str = field(default="none", metadata=_choice("none", "float16", "bfloat16"))
     seed: int = field(default=0, metadata=_at_least(0))
     verbose: int = field(default=1, metadata=_choice(0, 1, 2))
@@ -129,10 +143,10 @@ def _type_name(annotation):
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
     if origin is tuple:
         args = typing.get_args(annotation)
-        inner = {int: "integers", float: "numbers", str: "strings"}[args[0]]
+        inner = {int: "integers", float: "numbers", str: "strings", dict: "mappings"}[args[0]]
         return f"a list of {inner}" if args[-1] is Ellipsis else f"a list of {len(args)} {inner}"
     return {type(None): "null", bool: "a boolean", int: "an integer", float: "a number",
-            str: "a string"}[annotation]
+            str: "a string", dict: "a mapping"}[annotation]
 
 
 def _coerce(key, value, annotation):
@@ -150,7 +164,7 @@ def _coerce(key, value, annotation):
     elif origin is tuple:
         args = typing.get_args(annotation)
         if isinstance(value, (list, tuple)) and (args[-1] is Ellipsis or len(value) == len(args)):
-            return tuple(_coerce(key, v, args[0]) for v in value)
+            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
     elif annotation is bool:
         if isinstance(value, bool):
             return value
@@ -170,6 +184,9 @@ def _coerce(key, value, annotation):
     elif annotation is str:
         if isinstance(value, str):
             return value
+    elif annotation is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
     raise ConfigError(f"{key} must be {_type_name(annotation)}, received: {value!r}")
 
 
@@ -217,8 +234,33 @@ def _check_consistency(config):
     if config.loss.positive_margin >= config.loss.negative_margin:
         raise ConfigError("loss.positive_margin must be below loss.negative_margin, received: "
                           f"{config.loss.positive_margin} and {config.loss.negative_margin}")
+    _check_architecture(config.model, config.loss)
+    if config.data.val_ratio is not None and config.data.val_ratio >= 1:
+        raise ConfigError(f"data.val_ratio must be < 1, received: {config.data.val_ratio}")
     if not config.encodings.splits:
         raise ConfigError("encodings.splits must name at least one split, received: []")
+
+
+# The losses each `model.architecture` trains with: in-batch losses on P x K batches for the
+# plain embedding model; pair losses for the Siamese model; the triplet hinge for three inputs.
+ARCHITECTURE_LOSSES = {
+    "embedding": ("triplet", "contrastive", "arcface"),
+    "siamese": ("contrastive", "binary_crossentropy"),
+    "triplet": ("triplet",),
+}
+
+
+def _check_architecture(model, loss):
+    allowed = ARCHITECTURE_LOSSES[model.architecture]
+    if loss.name not in allowed:
+        raise ConfigError(f"loss.name of model.architecture {model.architecture} must be one of "
+                          f"{', '.join(allowed)}, received: {loss.name!r}")
+    if model.architecture == "siamese":
+        # The euclidean head outputs a distance (contrastive loss), the l1 head a probability.
+        needed = "contrastive" if model.siamese_head == "euclidean" else "binary_crossentropy"
+        if loss.name != needed:
+            raise ConfigError(f"loss.name of a Siamese model with model.siamese_head "
+                              f"{model.siamese_head} must be {needed}, received: {loss.name!r}")
 
 
 def config_from_dict(raw):

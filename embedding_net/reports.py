@@ -55,3 +55,14 @@ def write_class_tables(run_dir, labels, predicted, names, max_confusion_classes=
         lines = ["true\\predicted," + ",".join(json.dumps(n) for n in names)] + [
             json.dumps(names[c]) + "," + ",".join(str(v) for v in matrix[c]) for c in range(len(names))]
         atomic_write_text(os.path.join(run_dir, "confusion_matrix.csv"), "\n".join(lines) + "\n")
+
+
+def tsne_subsample(labels, max_points, max_classes=None, seed=0):
+    """Sorted indices of a seeded subsample: at most `max_classes` classes (all if None), then at
+    most `max_points` of their images. Fewer classes with all their images show clusters."""
+    rng = np.random.default_rng(seed)
+    candidates = np.arange(len(labels))
+    if max_classes is not None:
+        classes = rng.permutation(np.unique(labels))[:max_classes]
+        candidates = candidates[np.isin(labels, classes)]
+    return np.sort(rng.permutation(candidates)[:max_points])

@@ -16,6 +16,7 @@ from embedding_net.callbacks import (
     AtomicCheckpoint,
     LearningRateLogger,
     StopOnNonFiniteLoss,
+    completed_epochs,
     save_model_atomically,
 )
 from embedding_net.config import load_config, save_config
@@ -25,13 +26,14 @@ from embedding_net.encodings import embed_images, make_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError, TrainingDivergedError
 from embedding_net.evaluation import evaluate_oneshot
 from embedding_net.scoring import score_split
-from embedding_net.reports import plot_gallery, plot_tsne_pair, write_class_tables
+from embedding_net.reports import plot_gallery, plot_tsne_pair, tsne_subsample, write_class_tables
 from embedding_net.visualization import plot_batch, plot_training_curves
 from embedding_net.losses import BatchContrastiveLoss, TripletLoss
 from embedding_net.monitors import collapse_monitors
-from embedding_net.optimizers import RAdam
 from embedding_net.models import build_embedding_model, load_embedding_model
 from embedding_net.sampling import pk_dataset
+from embedding_net.schedules import build_learning_rate, plateau_callbacks
+from embedding_net.schedules import build_optimizer as build_optimizer_by_name
 
 
 def prepare_dataset(data):
@@ -75,15 +77,6 @@ def batches(config, folder, images, seed, classes_per_batch=None, start_batch=0)
     )
 
 
-def completed_epochs(backup_dir):
-    """Epochs finished by an interrupted run whose `BackupAndRestore` state is in `backup_dir`."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.isfile(path):
-        return 0
-    with open(path, encoding="utf-8") as handle:
-        return int(json.load(handle)["epoch"])
-
-
 def _check_resumable(config, backup_dir):
     """An interrupted run resumes only under the config it started with."""
     saved = os.path.join(config.run_dir, "config.yml")
@@ -115,39 +108,18 @@ def build_loss(loss):
 
 def build_optimizer(train):
     """The optimizer of `train.optimizer`, with the `train.lr_schedule` learning rate."""
-    total = train.epochs * train.steps_per_epoch
-    warmup = min(train.warmup_epochs * train.steps_per_epoch, total - 1)
-    if train.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else train.learning_rate,
-            decay_steps=max(total - warmup, 1), alpha=0.01,
-            warmup_target=train.learning_rate if warmup else None, warmup_steps=warmup,
-        )
-    elif train.lr_schedule == "step":
-        learning_rate = keras.optimizers.schedules.ExponentialDecay(
-            train.learning_rate, decay_steps=train.step_size * train.steps_per_epoch,
-            decay_rate=train.decay_factor, staircase=True,
-        )
-    else:  # constant, or plateau (lowered by the ReduceLROnPlateau callback)
-        learning_rate = train.learning_rate
-    if train.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=train.momentum, nesterov=train.nesterov)
-    if train.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=train.weight_decay)
-    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "radam": RAdam}
-    return optimizers[train.optimizer](learning_rate=learning_rate)
+    learning_rate = build_learning_rate(
+        train.learning_rate, train.lr_schedule, total_steps=train.epochs * train.steps_per_epoch,
+        warmup_steps=train.warmup_epochs * train.steps_per_epoch,
+        step_size=train.step_size * train.steps_per_epoch, decay_factor=train.decay_factor)
+    return build_optimizer_by_name(train.optimizer, learning_rate, train.momentum, train.nesterov,
+                                   train.weight_decay)
 
 
 def schedule_callbacks(train, monitor):
     """Reduce-on-plateau and early stopping (restoring the best weights), when configured."""
-    callbacks = []
-    if train.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=train.decay_factor, patience=train.plateau_patience, verbose=1))
-    if train.early_stopping_patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=train.early_stopping_patience, restore_best_weights=True, verbose=1))
-    return callbacks
+    return plateau_callbacks(monitor, train.plateau_patience if train.lr_schedule == "plateau" else None,
+                             train.decay_factor, train.early_stopping_patience)
 
 
 def _check_batch(config, folder, split):
@@ -359,17 +331,6 @@ def evaluate(config, splits, embedded):
     if oneshot:
         metrics.update(oneshot)
     return metrics, (labels, predicted, names)
-
-
-def tsne_subsample(labels, max_points, max_classes=None, seed=0):
-    """Sorted indices of a seeded subsample: at most `max_classes` classes (all if None), then at
-    most `max_points` of their images. Fewer classes with all their images show clusters."""
-    rng = np.random.default_rng(seed)
-    candidates = np.arange(len(labels))
-    if max_classes is not None:
-        classes = rng.permutation(np.unique(labels))[:max_classes]
-        candidates = candidates[np.isin(labels, classes)]
-    return np.sort(rng.permutation(candidates)[:max_points])
 
 
 def view_folder_split(config, splits):

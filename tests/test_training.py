@@ -13,6 +13,8 @@ from embedding_net.config import load_config
 from embedding_net.encodings import load_encodings
 from embedding_net.errors import ConfigError, DatasetError
 from embedding_net.models import load_embedding_model
+from embedding_net.optimizers import RAdam
+from embedding_net.reports import tsne_subsample
 from embedding_net import training
 
 
@@ -149,11 +151,11 @@ def test_rotated_classes_train(omniglot_subset, tmp_path):
 
 def test_tsne_subsample_limits_classes_then_points():
     labels = np.repeat(np.arange(10), 5)
-    chosen = training.tsne_subsample(labels, max_points=12, max_classes=3, seed=1)
+    chosen = tsne_subsample(labels, max_points=12, max_classes=3, seed=1)
     assert len(chosen) == 12 and np.all(np.diff(chosen) > 0)
     assert len(np.unique(labels[chosen])) <= 3
-    assert np.array_equal(chosen, training.tsne_subsample(labels, 12, 3, seed=1))
-    everything = training.tsne_subsample(labels, max_points=100, seed=0)
+    assert np.array_equal(chosen, tsne_subsample(labels, 12, 3, seed=1))
+    everything = tsne_subsample(labels, max_points=100, seed=0)
     assert np.array_equal(everything, np.arange(50))
 
 
@@ -263,4 +265,4 @@ def test_optimizer_options_reach_the_optimizers():
     assert sgd.momentum == pytest.approx(0.8) and sgd.nesterov is True
     adamw = training.build_optimizer(load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.01"]).train)
     assert adamw.weight_decay == pytest.approx(0.01)
-    assert isinstance(training.build_optimizer(load_config(None, ["train.optimizer=radam"]).train), training.RAdam)
+    assert isinstance(training.build_optimizer(load_config(None, ["train.optimizer=radam"]).train), RAdam)
