@@ -1,33 +1,44 @@
 """Image folders: `<split>/<class>/<image>` -> paths, integer labels and class names.
 
 Class ids follow the sorted class-folder names, so they are the same on every machine. Images
-are read with OpenCV (any format it reads), converted to the requested channels and resized
-to the model's input size; `read_image` is the one place that does it, for training,
-evaluation and `test.py` alike.
+are decoded by `embedding_net.images.read_image` (re-exported here), and CSV annotation files and
+`val_ratio` splits live in `embedding_net.sources`.
+
+Bad input (each case is tested in tests/test_bad_input.py):
+
+- hidden files, `Thumbs.db`, `desktop.ini` and files without an image extension are not listed;
+- class folders without images (empty, or holding only sub-folders: images in sub-folders are
+  not read) are excluded by `scan_image_folder` with one warning naming them;
+- a file that cannot be decoded (empty, truncated, not an image, over OpenCV's pixel limit) makes
+  `read_image` raise `DatasetError`; `read_images` collects these and `drop_unusable` skips them
+  with one warning, then excludes the classes left with too few images with a second one.
 """
 
-import concurrent.futures
 import dataclasses
 import os
 import warnings
 
-import cv2
 import numpy as np
 
 from embedding_net.errors import DatasetError
-
-# Extensions OpenCV's imread understands; other files in a class folder are ignored.
-IMAGE_EXTENSIONS = frozenset(
-    ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .pbm .pgm .ppm .pxm .pnm .sr .ras .tiff .tif "
-    ".exr .hdr .pic .avif".split()
+from embedding_net.images import (  # noqa: F401  (re-exported: decoding used to live here)
+    IMAGE_EXTENSIONS,
+    find_unreadable,
+    read_image,
+    read_images,
 )
+
 # Files that file managers leave in folders; never images, never worth a warning.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})
 
 
 @dataclasses.dataclass
 class ImageFolder:
-    """The images of one split: `labels[i]` is the index in `class_names` of `paths[i]`."""
+    """The images of one split: `labels[i]` is the index in `class_names` of `paths[i]`.
+
+    Scanned and CSV folders have sorted `class_names`; every folder has int32 labels that never
+    decrease (the images of a class are contiguous) and no class without images.
+    """
 
     root: str
     paths: list
@@ -56,6 +67,13 @@ class ImageFolder:
         return np.bincount(self.labels, minlength=len(self.class_names))
 
 
+def listing(items, limit=10):
+    """`a, b, c and 4 more`: the first `limit` items of a warning or error, then a count."""
+    items = list(items)
+    shown = ", ".join(str(item) for item in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def _is_image_file(name):
     return not name.startswith(".") and name.lower() not in _SYSTEM_FILES and (
         os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
@@ -64,6 +82,9 @@ def _is_image_file(name):
 
 def scan_image_folder(folder, min_images_per_class=1):
     """Lists `folder/<class>/<image>` in sorted order.
+
+    A class is a sub-folder holding at least one image file. Sub-folders without any (empty, or
+    with images only in nested folders, which are not read) are excluded with one warning.
 
     Args:
         folder: the split folder, holding one sub-folder per class.
@@ -74,115 +95,47 @@ def scan_image_folder(folder, min_images_per_class=1):
     """
     if not os.path.isdir(folder):
         raise DatasetError(f"dataset folder not found: {folder}")
-    class_names = sorted(
+    folders = sorted(
         entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")
     )
-    if not class_names:
+    if not folders:
         raise DatasetError(f"no class folders in {folder}: expected {folder}/<class>/<image>")
-    paths, labels, too_small = [], [], []
-    for label, name in enumerate(class_names):
+    class_names, paths, labels, too_small, empty, nested = [], [], [], [], [], False
+    for name in folders:
         class_dir = os.path.join(folder, name)
-        files = sorted(
-            entry.name for entry in os.scandir(class_dir) if entry.is_file() and _is_image_file(entry.name)
-        )
+        entries = list(os.scandir(class_dir))
+        files = sorted(entry.name for entry in entries if entry.is_file() and _is_image_file(entry.name))
+        if not files:
+            empty.append(name)
+            nested |= any(entry.is_dir() for entry in entries)
+            continue
         if len(files) < min_images_per_class:
             too_small.append(f"{name} ({len(files)})")
         paths.extend(os.path.join(class_dir, f) for f in files)
-        labels.extend([label] * len(files))
+        labels.extend([len(class_names)] * len(files))
+        class_names.append(name)
+    hint = " (images in sub-folders of a class folder are not read)" if nested else ""
+    if not class_names:
+        raise DatasetError(f"no images in the class folders of {folder}{hint}: expected "
+                           f"{folder}/<class>/<image>")
+    if empty:
+        warnings.warn(f"excluded {len(empty)} class folder(s) of {folder} without images{hint}: "
+                      f"{listing(empty)}", stacklevel=2)
     if too_small:
-        listed = ", ".join(too_small[:5]) + (f" and {len(too_small) - 5} more" if len(too_small) > 5 else "")
         raise DatasetError(
             f"{folder}: every class needs at least {min_images_per_class} images; "
-            f"too few in {listed}"
+            f"too few in {listing(too_small, 5)}"
         )
     return ImageFolder(folder, paths, np.asarray(labels, np.int32), class_names)
 
 
-def _to_uint8(image):
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return (image >> 8).astype(np.uint8)
-    image = image.astype(np.float32)
-    if image.max() <= 1.0:  # float images (EXR, HDR) are usually in [0, 1]
-        image = image * 255.0
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def _to_channels(image, channels):
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] == 4:  # drop alpha over a white background, as viewers show it
-        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
-        image = (image[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    if channels == 1 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, None]
-    elif channels == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif channels == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image
-
-
-def read_image(path, size=None, channels=3):
-    """Reads an image as uint8 [height, width, channels], RGB or grayscale.
-
-    Args:
-        path: any file OpenCV decodes; non-ASCII paths work.
-        size: `(height, width)` to resize to (area interpolation when shrinking), or None.
-        channels: 1 (grayscale) or 3 (RGB).
-
-    Raises:
-        DatasetError: the file is missing or not a readable image.
-    """
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise DatasetError(f"cannot read image {path}: {error.strerror or error}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise DatasetError(f"cannot read image {path}: not an image OpenCV can decode")
-    image = _to_channels(_to_uint8(image), channels)
-    if size is not None and tuple(image.shape[:2]) != tuple(size):
-        height, width = size
-        shrinking = height * width < image.shape[0] * image.shape[1]
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        image = cv2.resize(image, (width, height), interpolation=interpolation)
-        if image.ndim == 2:
-            image = image[:, :, None]
-    return image
-
-
-def read_images(paths, size, channels, workers=None, progress=False):
-    """Reads many images in parallel threads (OpenCV releases the GIL while decoding).
-
-    Returns:
-        `(images, failed)`: uint8 [N, height, width, channels] with zeros where a file failed,
-        and the list of `(path, reason)` that failed.
-    """
-    images = np.zeros((len(paths), size[0], size[1], channels), np.uint8)
-    failed = []
-
-    def read(index):
-        try:
-            images[index] = read_image(paths[index], size, channels)
-        except DatasetError as error:
-            failed.append((paths[index], str(error)))
-
-    workers = workers or min(16, (os.cpu_count() or 1) * 2)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        iterator = pool.map(read, range(len(paths)))
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(iterator, total=len(paths), desc="reading images", unit="img", leave=False)
-        for _ in iterator:
-            pass
-    return images, sorted(failed)
+def _reason(path, message):
+    prefix = f"cannot read image {path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def drop_unusable(folder, failed, min_images_per_class=2):
-    """Removes unreadable files and then classes with too few images, warning about both.
+    """Removes unreadable files and then classes with too few images, warning once about each.
 
     Returns:
         `(folder, keep)`: the remaining `ImageFolder` and the boolean mask of kept images.
@@ -191,17 +144,16 @@ def drop_unusable(folder, failed, min_images_per_class=2):
     if failed:
         bad = {path for path, _ in failed}
         keep &= np.array([p not in bad for p in folder.paths])
-        shown = "; ".join(reason for _, reason in failed[:5])
-        warnings.warn(f"skipped {len(failed)} unreadable image(s) in {folder.root}: {shown}"
-                      + (" ..." if len(failed) > 5 else ""), stacklevel=2)
+        shown = listing(f"{os.path.relpath(path, folder.root)} ({_reason(path, reason)})"
+                        for path, reason in sorted(failed))
+        warnings.warn(f"skipped {len(failed)} unreadable image(s) in {folder.root}: {shown}", stacklevel=2)
     counts = np.bincount(folder.labels[keep], minlength=len(folder.class_names))
     small = np.flatnonzero(counts < min_images_per_class)
     if len(small):
         keep &= ~np.isin(folder.labels, small)
-        names = ", ".join(folder.class_names[i] for i in small[:5])
+        names = listing(f"{folder.class_names[i]} ({counts[i]})" for i in small)
         warnings.warn(f"excluded {len(small)} class(es) of {folder.root} with fewer than "
-                      f"{min_images_per_class} readable images: {names}"
-                      + (" ..." if len(small) > 5 else ""), stacklevel=2)
+                      f"{min_images_per_class} readable images: {names}", stacklevel=2)
     return folder.subset(keep), keep
 
 

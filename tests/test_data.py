@@ -137,12 +137,13 @@ def test_class_with_too_few_images_named(tmp_path):
     assert len(scan_image_folder(root, min_images_per_class=1)) == 6
 
 
-def test_empty_class_folder_rejected_by_default(tmp_path):
-    root = make_folder(tmp_path / "split", {"a": 2})
-    (tmp_path / "split" / "empty").mkdir()
-    with pytest.raises(DatasetError) as info:
-        scan_image_folder(root)
-    assert_error_names(info, "empty (0)")
+def test_empty_class_folder_is_excluded_with_a_warning(tmp_path):
+    root = make_folder(tmp_path / "split", {"a": 2, "c": 2})
+    (tmp_path / "split" / "b_empty").mkdir()
+    with pytest.warns(UserWarning, match="excluded 1 class folder.* without images: b_empty$"):
+        folder = scan_image_folder(root)
+    assert folder.class_names == ["a", "c"]
+    np.testing.assert_array_equal(folder.labels, [0, 0, 1, 1])
 
 
 def test_many_small_classes_are_summarised(tmp_path):
