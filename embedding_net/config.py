@@ -53,6 +53,7 @@ class DataConfig:
     csv: typing.Optional[str] = None
     csv_path_column: str = "path"
     csv_label_column: str = "label"
+    csv_split_column: typing.Optional[str] = None
     val_ratio: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
     augmentation: str = field(default="none", metadata=_choice("none", "light", "default"))
     transforms: typing.Tuple[dict, ...] = ()

@@ -20,7 +20,7 @@ from embedding_net.callbacks import (
     save_model_atomically,
 )
 from embedding_net.config import load_config, save_config
-from embedding_net.data import add_rotated_classes, drop_unusable, read_images, scan_image_folder
+from embedding_net.data import add_rotated_classes, drop_unusable, find_unreadable, read_images, scan_image_folder
 from embedding_net.datasets import DATASETS
 from embedding_net.encodings import embed_images, make_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError, TrainingDivergedError
@@ -32,6 +32,7 @@ from embedding_net.losses import BatchContrastiveLoss, TripletLoss
 from embedding_net.monitors import collapse_monitors
 from embedding_net.models import build_embedding_model, load_embedding_model
 from embedding_net.sampling import pk_dataset
+from embedding_net.sources import read_csv_annotations, split_by_class
 from embedding_net.schedules import build_learning_rate, plateau_callbacks
 from embedding_net.schedules import build_optimizer as build_optimizer_by_name
 
@@ -51,19 +52,54 @@ def _cache_in_memory(data, image_shape, count):
     return count * int(np.prod(image_shape)) <= data.cache_max_gb * 2**30
 
 
-def load_split(config, split, min_images_per_class=2):
-    """Scans one split: `(ImageFolder, images)`, with the images decoded at the model's input
-    size when they fit the memory cache (`data.cache`), else None (decoded batch by batch)."""
+def decode_split(config, folder, min_images_per_class=2):
+    """`(ImageFolder, images)` of a scanned split: the images decoded at the model's input size
+    when they fit the memory cache (`data.cache`), else None (decoded batch by batch); files
+    that cannot be decoded are dropped with one warning."""
     height, width, channels = config.model.input_shape
-    folder = scan_image_folder(os.path.join(config.data.root, split), min_images_per_class=1)
     if _cache_in_memory(config.data, config.model.input_shape, len(folder)):
         images, failed = read_images(folder.paths, (height, width), channels,
                                      progress=config.train.verbose > 0)
         folder, keep = drop_unusable(folder, failed, min_images_per_class)
         return folder, images[keep]
-    failed = [(path, f"cannot read image {path}: not an image OpenCV can decode")
-              for path in folder.paths if not cv2.haveImageReader(path)]
+    failed = find_unreadable(folder.paths, progress=config.train.verbose > 0)
     return drop_unusable(folder, failed, min_images_per_class)[0], None
+
+
+def load_split(config, split, min_images_per_class=2):
+    """Scans and decodes the class folders `data.root/<split>` (see `decode_split`)."""
+    folder = scan_image_folder(os.path.join(config.data.root, split), min_images_per_class=1)
+    return decode_split(config, folder, min_images_per_class)
+
+
+def load_splits(config):
+    """The train split and, when there is one, the val split: `{name: (ImageFolder, images)}`.
+
+    Sources, in order: a CSV annotation file (`data.csv`, split by `data.csv_split_column` when
+    set), else the class folders `data.root/<train_split>` and `data.root/<val_split>`. Without
+    a val split, `data.val_ratio` holds out that share of every class, seeded by `train.seed`.
+    """
+    data = config.data
+    scanned = {}
+    if data.csv is not None:
+        for split in (data.train_split, data.val_split) if data.csv_split_column else (data.train_split,):
+            scanned[split] = read_csv_annotations(
+                data.csv, data.root, data.csv_path_column, data.csv_label_column,
+                data.csv_split_column, split if data.csv_split_column else None)
+    else:
+        scanned[data.train_split] = scan_image_folder(os.path.join(data.root, data.train_split))
+        if os.path.isdir(os.path.join(data.root, data.val_split)):
+            scanned[data.val_split] = scan_image_folder(os.path.join(data.root, data.val_split))
+    if data.val_split not in scanned and data.val_ratio is not None:
+        train, val = split_by_class(scanned[data.train_split], data.val_ratio, config.train.seed)
+        scanned[data.train_split] = train
+        if len(val):
+            scanned[data.val_split] = val
+        else:
+            warnings.warn(f"data.val_ratio {data.val_ratio} holds out no image of any class: "
+                          "no val split", stacklevel=2)
+    return {split: decode_split(config, folder, 2 if split == data.train_split else 1)
+            for split, folder in scanned.items()}
 
 
 def batches(config, folder, images, seed, classes_per_batch=None, start_batch=0):
@@ -180,10 +216,10 @@ def _run(config):
     save_config(config, os.path.join(run_dir, "config.yml"))
     prepare_dataset(config.data)
 
-    train_folder, train_images = load_split(config, config.data.train_split)
+    splits = load_splits(config)
+    train_folder, train_images = splits[config.data.train_split]
     _check_batch(config, train_folder, config.data.train_split)
-    val_dir = os.path.join(config.data.root, config.data.val_split)
-    val_folder, val_images = load_split(config, config.data.val_split) if os.path.isdir(val_dir) else (None, None)
+    val_folder, val_images = splits.get(config.data.val_split, (None, None))
 
     model = build_embedding_model(
         config.model.backbone, config.model.input_shape, config.model.embedding_size,
@@ -245,9 +281,6 @@ def _run(config):
         model.set_weights(load_embedding_model(best_path).get_weights())
     save_model_atomically(model, os.path.join(run_dir, "model.keras"))
 
-    splits = {config.data.train_split: (train_folder, train_images)}
-    if val_folder is not None:
-        splits[config.data.val_split] = (val_folder, val_images)
     embedded = {name: embed_split(config, model, folder, images)
                 for name, (folder, images) in splits.items()}
     metrics, classes = evaluate(config, splits, embedded)
@@ -280,6 +313,9 @@ def write_encodings(config, model, splits, embedded, threshold=None):
     embeddings, labels, paths, names = [], [], [], []
     for split in config.encodings.splits:
         if split not in splits:
+            if config.data.csv is not None or not os.path.isdir(os.path.join(config.data.root, split)):
+                raise ConfigError(f"encodings.splits must name splits of the data ({', '.join(splits)}), "
+                                  f"received: {split!r}")
             folder, images = load_split(config, split, min_images_per_class=1)
             splits[split] = (folder, images)
             embedded[split] = embed_split(config, model, folder, images)

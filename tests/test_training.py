@@ -266,3 +266,35 @@ def test_optimizer_options_reach_the_optimizers():
     adamw = training.build_optimizer(load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.01"]).train)
     assert adamw.weight_decay == pytest.approx(0.01)
     assert isinstance(training.build_optimizer(load_config(None, ["train.optimizer=radam"]).train), RAdam)
+
+
+def test_csv_annotations_with_a_val_ratio_split_train_and_evaluate(omniglot_subset, tmp_path):
+    train_root = os.path.join(omniglot_subset, "train")
+    rows = [(f"{name}/{image}", name) for name in sorted(os.listdir(train_root))[:12]
+            for image in sorted(os.listdir(os.path.join(train_root, name)))]
+    csv_path = tmp_path / "labels.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "character"])
+        writer.writerows(rows)
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        f"data.csv={csv_path}", f"data.root={train_root}", "data.dataset=null",
+        "data.csv_path_column=file", "data.csv_label_column=character", "data.val_ratio=0.25",
+        "train.epochs=1"])
+    splits = training.load_splits(config)
+    train, val = splits["train"][0], splits["val"][0]
+    assert len(train) + len(val) == len(rows) and len(val) == 12 * 5  # 20 images x 0.25 per class
+    assert set(val.class_names) == set(train.class_names)
+    assert not set(train.paths) & set(val.paths)
+    metrics = training.run(config)
+    assert metrics["protocol"] != "leave_one_out" and 0.0 <= metrics["top1_accuracy"] <= 1.0
+    # Without a CSV, the class folders of train/ are split the same way when val/ is missing.
+    folders = load_config(None, tiny_overrides(os.path.dirname(train_root), tmp_path) + [
+        "data.dataset=null", "data.val_split=missing", "data.val_ratio=0.25"])
+    split = training.load_splits(folders)
+    assert sorted(split) == ["missing", "train"] and len(split["missing"][0]) == 50 * 5
+    with pytest.raises(ConfigError, match="encodings.splits must name splits of the data"):
+        training.run(load_config(None, tiny_overrides(omniglot_subset, tmp_path, name="csv2") + [
+            f"data.csv={csv_path}", f"data.root={train_root}", "data.dataset=null",
+            "data.csv_path_column=file", "data.csv_label_column=character", "train.epochs=1",
+            "train.steps_per_epoch=1", "encodings.splits=[train, test]"]))
