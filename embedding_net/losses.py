@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from embedding_net import mining as rules
-from embedding_net.distances import check_distance, pairwise_distances
+from embedding_net.distances import check_distance, pairwise_distances, safe_sqrt
 
 
 def _safe_mean(total, count):
@@ -186,4 +186,49 @@ class BatchContrastiveLoss(keras.losses.Loss):
         config = super().get_config()
         config.update({"positive_margin": self.positive_margin,
                        "negative_margin": self.negative_margin, "distance": self.distance})
+        return config
+
+
+def _row_distances(first, second, distance):
+    """The `distance` between matching rows of `first` and `second` [B, D] -> [B], with the
+    definitions of `embedding_net.distances` (and its finite gradient at 0)."""
+    first, second = ops.cast(first, "float32"), ops.cast(second, "float32")
+    if distance == "cosine":
+        def unit(x):
+            return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+        return 1.0 - ops.sum(unit(first) * unit(second), axis=-1)
+    squared = ops.sum(ops.square(first - second), axis=-1)
+    return squared if distance == "squared_euclidean" else safe_sqrt(squared)
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class TripletMarginLoss(keras.losses.Loss):
+    """Triplet margin loss on explicit triplets, for `build_triplet_model`'s output.
+
+    Called as `loss(ignored, stacked[B, 3, D])`, rows (anchor, positive, negative), as the
+    triplets of `embedding_net.generators.TripletGenerator` (its targets are dummies): each
+    triplet costs max(d(a, p) - d(a, n) + margin, 0), averaged over the batch.
+
+    Args:
+        margin: the margin, >= 0.
+        distance: `euclidean`, `squared_euclidean` or `cosine`; the one the generator mines with.
+    """
+
+    def __init__(self, margin=0.2, distance="euclidean", name="triplet_margin_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        check_distance(distance)
+        if not margin >= 0:
+            raise ValueError(f"`margin` must be >= 0. Received: {margin!r}")
+        self.margin = float(margin)
+        self.distance = distance
+
+    def call(self, y_true, y_pred):
+        del y_true  # the triplet structure is the label
+        anchors, positives, negatives = y_pred[:, 0], y_pred[:, 1], y_pred[:, 2]
+        return ops.relu(_row_distances(anchors, positives, self.distance)
+                        - _row_distances(anchors, negatives, self.distance) + self.margin)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"margin": self.margin, "distance": self.distance})
         return config

@@ -213,3 +213,158 @@ def test_unknown_mining_raises_with_value():
         with pytest.raises(ValueError) as info:
             mining.check_mining(name)
         assert repr(name) in str(info.value)
+
+
+# Generator rules: one negative for every anchor-positive pair (mining.select_negatives).
+
+MODES = mining.NEGATIVES_SELECTION_MODES
+
+
+def loop_select(distances, labels, a, p, margin, mode, keys):
+    """The rule for the pair (a, p), written out over every n in float32 like the vectorised code:
+    (candidate negatives, value of each negative, hardest value); None when a has no negative."""
+    negatives = [n for n in range(len(labels)) if labels[n] != labels[a]]
+    if not negatives:
+        return None
+    values = {n: np.float32(distances[a, p]) - np.float32(distances[a, n]) + np.float32(margin)
+              for n in negatives}
+    if mode == "random":
+        candidates = negatives
+    elif mode in ("hardest", "random_hard"):
+        candidates = [n for n in negatives if values[n] > 0]
+    else:
+        candidates = [n for n in negatives if values[n] > 0 and distances[a, n] > distances[a, p]]
+    return candidates, values, max(values.values())
+
+
+def run_select(labels, distances, margin, mode, keys):
+    anchors, positives = mining.anchor_positive_pairs(ops.convert_to_tensor(labels))
+    chosen, values, qualified = mining.select_negatives(
+        ops.convert_to_tensor(distances), ops.convert_to_tensor(labels), anchors, positives,
+        margin, mode, None if keys is None else ops.convert_to_tensor(keys))
+    return to_numpy(anchors), to_numpy(positives), to_numpy(chosen), to_numpy(values), to_numpy(qualified)
+
+
+def check_select(labels, distances, margin, mode, rng):
+    """Compares every pair with `loop_select`; returns (qualified, not qualified) counts."""
+    n = len(labels)
+    pairs = int(loop_positive(labels).sum())
+    keys = None if mode == "hardest" else rng.random((pairs, n)).astype("float32")
+    anchors, positives, chosen, values, qualified = run_select(labels, distances, margin, mode, keys)
+    want_pairs = [(a, p) for a in range(n) for p in range(n) if loop_positive(labels)[a, p]]
+    assert list(zip(anchors.tolist(), positives.tolist())) == want_pairs
+    counts = [0, 0]
+    for i, (a, p) in enumerate(want_pairs):
+        expected = loop_select(distances, labels, a, p, margin, mode, None)
+        if expected is None:
+            assert chosen[i] == -1 and not qualified[i], (a, p)
+            continue
+        candidates, loop_values, hardest = expected
+        assert bool(qualified[i]) == bool(candidates), (mode, a, p)
+        assert labels[chosen[i]] != labels[a], (mode, a, p)
+        assert values[i] == loop_values[chosen[i]], (mode, a, p, values[i], loop_values[chosen[i]])
+        if not candidates or mode == "hardest":
+            # Not qualified (or `hardest`): the hardest negative, largest value.
+            assert values[i] == hardest, (mode, a, p)
+        else:
+            # Random rules: the candidate with the largest key, so uniform keys pick uniformly.
+            assert chosen[i] == max(candidates, key=lambda m: keys[i, m]), (mode, a, p)
+        counts[0 if candidates else 1] += 1
+    return counts
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("make", [random_distances, tied_distances], ids=["random", "ties"])
+def test_select_negatives_matches_loop(make, mode):
+    rng = np.random.default_rng(5)
+    counts = np.zeros(2, int)
+    for seed in range(4):
+        labels, distances = make(seed)
+        for margin in (0.0, 0.5, 1.5):
+            counts += check_select(labels, distances, margin, mode, rng)
+    assert counts[0] > 20  # qualified pairs checked
+    if mode != "random":  # every pair with a negative qualifies under `random`
+        assert counts[1] > 5  # and pairs that did not, filled with their hardest negative
+
+
+def test_select_negatives_without_negatives_or_positives():
+    labels = np.zeros(4, dtype="int32")
+    distances = tied_distances(0, batch=4)[1]
+    for mode in MODES:
+        _, _, chosen, _, qualified = run_select(labels, distances, 0.2, mode, np.zeros((12, 4), "float32"))
+        np.testing.assert_array_equal(chosen, -1)
+        assert not qualified.any()
+    distinct = np.arange(4, dtype="int32")  # no positive pair at all
+    anchors, _, chosen, values, qualified = run_select(distinct, distances, 0.2, "semihard",
+                                                       np.zeros((0, 4), "float32"))
+    assert anchors.shape == chosen.shape == values.shape == qualified.shape == (0,)
+
+
+@pytest.mark.parametrize("make", [random_distances, tied_distances], ids=["random", "ties"])
+def test_generator_rules_agree_with_in_batch_rules(make):
+    """`hardest` picks `hardest_negative`'s distance; the `semihard` window is non-empty exactly
+    when `semi_hard_negative`'s choice lies in it, and then that choice is its nearest member;
+    the values are those of `batch_all_triplet_values`."""
+    margin = 1.5  # wider than the steps of the tied (integer) distances
+    checked = 0
+    for seed in range(4):
+        labels, distances = make(seed)
+        positives, negatives = masks(labels)
+        d = ops.convert_to_tensor(distances)
+        nearest = to_numpy(mining.hardest_negative(d, negatives))
+        facenet, _ = mining.semi_hard_negative(d, positives, negatives)
+        facenet = to_numpy(facenet)
+        all_values, _ = mining.batch_all_triplet_values(d, ops.convert_to_tensor(labels), margin)
+        all_values = to_numpy(all_values)
+        anchors, pairs_p, hardest, hardest_values, _ = run_select(labels, distances, margin, "hardest", None)
+        keys = np.random.default_rng(seed).random((len(anchors), len(labels))).astype("float32")
+        _, _, semihard, semihard_values, in_window = run_select(labels, distances, margin, "semihard", keys)
+        for i, (a, p) in enumerate(zip(anchors, pairs_p)):
+            if hardest[i] < 0:
+                continue
+            assert distances[a, hardest[i]] == nearest[a]
+            assert hardest_values[i] == all_values[a, p, hardest[i]]
+            assert semihard_values[i] == all_values[a, p, semihard[i]]
+            c = facenet[a, p]
+            facenet_in_window = c > distances[a, p] and (distances[a, p] - c) + np.float32(margin) > 0
+            assert bool(in_window[i]) == facenet_in_window, (seed, a, p)
+            if in_window[i]:
+                window = [distances[a, n] for n in range(len(labels)) if labels[n] != labels[a]
+                          and distances[a, n] > distances[a, p]
+                          and (distances[a, p] - distances[a, n]) + np.float32(margin) > 0]
+                assert c == min(window)
+                checked += 1
+    assert checked > 3
+
+
+def test_select_negatives_checks_mode_and_keys():
+    labels, distances = random_distances(0)
+    for mode in ["semi_hard", "hard", "", None]:
+        with pytest.raises(ValueError) as info:
+            mining.check_negatives_selection_mode(mode)
+        assert repr(mode) in str(info.value)
+    with pytest.raises(ValueError, match="random_keys"):
+        run_select(labels, distances, 0.2, "random_hard", None)
+
+
+@pytest.mark.parametrize("make", [random_distances, tied_distances], ids=["random", "ties"])
+def test_hardest_pairs_match_loop(make):
+    for seed in range(3):
+        labels, distances = make(seed)
+        n = len(labels)
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        positive = [(i, j) for i, j in pairs if labels[i] == labels[j]]
+        negative = [(i, j) for i, j in pairs if labels[i] != labels[j]]
+        num_positive, num_negative = min(4, len(positive)), min(6, len(negative))
+        got_positive, got_negative = (to_numpy(x) for x in mining.hardest_pairs(
+            ops.convert_to_tensor(distances), ops.convert_to_tensor(labels), num_positive, num_negative))
+        assert got_positive.shape == (num_positive, 2) and got_negative.shape == (num_negative, 2)
+        assert all(tuple(pair) in positive for pair in got_positive.tolist())
+        assert all(tuple(pair) in negative for pair in got_negative.tolist())
+        assert len({tuple(p) for p in got_positive.tolist()}) == num_positive
+        assert len({tuple(p) for p in got_negative.tolist()}) == num_negative
+        # Hardest first: the farthest positives and the nearest negatives, ties in row-major order.
+        want_positive = sorted(positive, key=lambda ij: -distances[ij])[:num_positive]
+        want_negative = sorted(negative, key=lambda ij: distances[ij])[:num_negative]
+        assert [tuple(p) for p in got_positive.tolist()] == want_positive
+        assert [tuple(p) for p in got_negative.tolist()] == want_negative
