@@ -4,6 +4,7 @@ the model, the encodings and the metrics into the run folder."""
 import json
 import os
 import time
+import typing
 import warnings
 
 import cv2
@@ -28,9 +29,13 @@ from embedding_net.evaluation import evaluate_oneshot
 from embedding_net.scoring import score_split
 from embedding_net.reports import plot_gallery, plot_tsne_pair, tsne_subsample, write_class_tables
 from embedding_net.visualization import plot_batch, plot_training_curves
-from embedding_net.losses import BatchContrastiveLoss, TripletLoss
+from embedding_net.arcface import arcface_batches, build_arcface_model
+from embedding_net.augmentations import BatchAugmenter, augment_dataset, build_augmentation
+from embedding_net.generators import PairGenerator, TripletGenerator
+from embedding_net.losses import BatchContrastiveLoss, ContrastiveLoss, TripletLoss, TripletMarginLoss
+from embedding_net.pretraining import pretrain_classifier
 from embedding_net.monitors import collapse_monitors
-from embedding_net.models import build_embedding_model, load_embedding_model
+from embedding_net.models import build_embedding_model, build_siamese_model, build_triplet_model, load_embedding_model
 from embedding_net.sampling import pk_dataset
 from embedding_net.sources import read_csv_annotations, split_by_class
 from embedding_net.schedules import build_learning_rate, plateau_callbacks
@@ -136,10 +141,100 @@ def embed_split(config, model, folder, images):
 
 
 def build_loss(loss):
-    """The in-batch loss of `loss.name`."""
+    """The in-batch loss of `loss.name` for the plain embedding model (P x K batches)."""
     if loss.name == "contrastive":
         return BatchContrastiveLoss(loss.positive_margin, loss.negative_margin, loss.distance)
     return TripletLoss(loss.margin, loss.mining, loss.distance, loss.soft_margin)
+
+
+def build_augmentation_from(data, seed):
+    """The albumentations pipeline of `data.augmentation` and `data.transforms` (None: none)."""
+    try:
+        return build_augmentation(data.augmentation, list(data.transforms), seed)
+    except ValueError as error:
+        raise ConfigError(f"data.transforms: {error}") from None
+
+
+class TrainingSetup(typing.NamedTuple):
+    """What `model.architecture` trains: the model fitted (sharing the embedding tower), its
+    loss and metrics, and the training and validation data (tf.data or a mining generator)."""
+
+    model: object
+    loss: object
+    metrics: list
+    train_data: object
+    val_data: object
+
+
+def _remapped_labels(folder, class_names):
+    index = {name: i for i, name in enumerate(class_names)}
+    return np.array([index[folder.class_names[label]] for label in folder.labels], np.int32)
+
+
+def build_training_setup(config, model, training_set, validation_set, start_batch=0):
+    """The training model, loss, metrics and data of `model.architecture` and `loss.name`.
+
+    Augmentation applies to the training data only. `start_batch` restarts the tf.data
+    pipelines at the batch an interrupted run reached; generators are told the epoch instead.
+    """
+    data, loss, seed = config.data, config.loss, config.train.seed
+    (train_folder, train_images), (val_folder, val_images) = training_set, validation_set
+    augmentation = build_augmentation_from(data, seed)
+    architecture = config.model.architecture
+    if architecture == "embedding":
+        train_data = augment_dataset(batches(config, train_folder, train_images, seed, start_batch=start_batch),
+                                     augmentation, seed, start_batch)
+        val_data = None
+        if val_folder is not None and len(val_folder.class_names) >= 2:
+            val_data = batches(config, val_folder, val_images, seed + 1,
+                               min(data.classes_per_batch, len(val_folder.class_names)))
+        if loss.name != "arcface":
+            return TrainingSetup(model, build_loss(loss), collapse_monitors(loss.margin, loss.distance),
+                                 train_data, val_data)
+        names = train_folder.class_names
+        if val_data is not None and set(val_folder.class_names) <= set(names):
+            # Validation loss needs the val images labelled with the training classes' centres.
+            val_data = pk_dataset(
+                _remapped_labels(val_folder, names), len(names),
+                min(data.classes_per_batch, len(val_folder.class_names)), data.images_per_class,
+                images=val_images, paths=None if val_images is not None else val_folder.paths,
+                image_size=config.model.input_shape[:2], channels=config.model.input_shape[2], seed=seed + 1)
+            val_data = arcface_batches(val_data)
+        else:
+            val_data = None  # new classes (e.g. Omniglot's evaluation characters) have no centre
+        arcface = build_arcface_model(model, len(names), loss.scale, loss.margin)
+        return TrainingSetup(arcface, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                             [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                             arcface_batches(train_data), val_data)
+
+    if train_images is None:
+        raise ConfigError(f"model.architecture {architecture} mines with the live model and needs the "
+                          "images in memory: set data.cache: memory")
+    batch_size = data.batch_size or data.classes_per_batch * data.images_per_class
+    augment = None if augmentation is None else BatchAugmenter(augmentation, seed)
+
+    def generator(folder, images, generator_seed, augment=None):
+        eligible = int((folder.class_counts() >= 2).sum())
+        common = dict(batch_size=batch_size, steps_per_epoch=config.train.steps_per_epoch,
+                      k_classes=min(data.classes_per_batch, eligible), k_samples=data.images_per_class,
+                      distance=loss.distance, seed=generator_seed, augment=augment)
+        if architecture == "siamese":
+            return PairGenerator.from_folder(folder, images, mining=loss.pair_mining, embedding_model=model, **common)
+        return TripletGenerator.from_folder(folder, images, embedding_model=model, margin=loss.margin,
+                                            negatives_selection_mode=loss.negatives_selection_mode, **common)
+
+    train_data = generator(train_folder, train_images, seed, augment)
+    val_data = None
+    if val_folder is not None and val_images is not None and (val_folder.class_counts() >= 2).sum() >= 2:
+        val_data = generator(val_folder, val_images, seed + 1)
+    if architecture == "siamese":
+        siamese = build_siamese_model(model, config.model.siamese_head)
+        if config.model.siamese_head == "l1":
+            return TrainingSetup(siamese, keras.losses.BinaryCrossentropy(),
+                                 [keras.metrics.BinaryAccuracy(name="accuracy")], train_data, val_data)
+        return TrainingSetup(siamese, ContrastiveLoss(loss.margin), [], train_data, val_data)
+    return TrainingSetup(build_triplet_model(model), TripletMarginLoss(loss.margin, loss.distance), [],
+                         train_data, val_data)
 
 
 def build_optimizer(train):
@@ -226,23 +321,27 @@ def _run(config):
         config.model.weights, config.model.pooling, config.model.invert,
         None if config.model.freeze == "none" else config.model.freeze,
     )
-    loss = build_loss(config.loss)
-    model.compile(optimizer=build_optimizer(config.train), loss=loss,
-                  metrics=collapse_monitors(config.loss.margin, config.loss.distance))
-
-    validation = None
-    if val_folder is not None and config.train.validation_steps and len(val_folder.class_names) >= 2:
-        validation = batches(config, val_folder, val_images, config.train.seed + 1,
-                             min(config.data.classes_per_batch, len(val_folder.class_names)))
+    training_set = (train_folder, train_images)
+    if config.data.rotate_classes:
+        if train_images is None:
+            raise ConfigError("data.rotate_classes needs the images in memory: set data.cache: memory")
+        training_set = add_rotated_classes(train_folder, train_images)
+    start_batch = resumed * config.train.steps_per_epoch
+    # Batch i of the run is the same whether or not it was interrupted before it.
+    setup = build_training_setup(config, model, training_set, (val_folder, val_images), start_batch)
+    if isinstance(setup.train_data, PairGenerator | TripletGenerator):
+        setup.train_data.epoch = resumed  # mining draws depend on the epoch
+    setup.model.compile(optimizer=build_optimizer(config.train), loss=setup.loss, metrics=setup.metrics)
+    validation = setup.val_data if config.train.validation_steps else None
+    monitor = "val_loss" if validation is not None else "loss"
     best_path = os.path.join(run_dir, "checkpoints", "best.keras")
     divergence = StopOnNonFiniteLoss()
     callbacks = [
         divergence,
         LearningRateLogger(),
-        AtomicCheckpoint(os.path.join(run_dir, "checkpoints", "last.keras"), best_path,
-                         monitor="val_loss" if validation is not None else "loss"),
+        AtomicCheckpoint(os.path.join(run_dir, "checkpoints", "last.keras"), best_path, monitor, saved_model=model),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resumed > 0),
-        *schedule_callbacks(config.train, "val_loss" if validation is not None else "loss"),
+        *schedule_callbacks(config.train, monitor),
         # Last, so that an epoch counts as done only once everything above has been written.
         keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
     ]
@@ -257,18 +356,17 @@ def _run(config):
         tsne_seconds += plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_before"), before, view_folder,
                                        tsne_indices, "before training", config.train.seed)
         plot_seconds += time.time() - started
-    training_set = (train_folder, train_images)
-    if config.data.rotate_classes:
-        if train_images is None:
-            raise ConfigError("data.rotate_classes needs the images in memory: set data.cache: memory")
-        training_set = add_rotated_classes(train_folder, train_images)
     started = time.time()
-    model.fit(
-        # Batch i of the run is the same whether or not it was interrupted before it.
-        batches(config, *training_set, config.train.seed, start_batch=resumed * config.train.steps_per_epoch),
-        epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch,
+    if config.train.pretrain_epochs and not resumed:  # a resumed run restores pre-trained weights
+        pretrain_classifier(
+            model, augment_dataset(batches(config, *training_set, config.train.seed + 2),
+                                   build_augmentation_from(config.data, config.train.seed), config.train.seed),
+            len(training_set[0].class_names), config.train.pretrain_epochs, config.train.steps_per_epoch,
+            config.train.learning_rate, verbose=config.train.verbose)
+    setup.model.fit(
+        setup.train_data, epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch,
         validation_data=validation, validation_steps=config.train.validation_steps if validation else None,
-        callbacks=callbacks, verbose=config.train.verbose, shuffle=False,  # P x K batches are random
+        callbacks=callbacks, verbose=config.train.verbose, shuffle=False,  # batches are drawn at random
     )
     train_seconds = time.time() - started
     if divergence.failed_step is not None:
