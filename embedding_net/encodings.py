@@ -129,6 +129,44 @@ def embed_images(model, images, batch_size=256):
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
 
 
+def embed_folder_images(model, folder, images=None, batch_size=256):
+    """Embeddings of every image of an `ImageFolder`: from `images` when decoded in memory, else
+    read from disk in chunks of 16 batches, so memory stays bounded whatever the folder size."""
+    if images is not None:
+        return embed_images(model, images, batch_size)
+    height, width, channels = model_image_shape(model)
+    chunk = 16 * batch_size
+    parts = []
+    for begin in range(0, len(folder), chunk):
+        block, _ = read_images(folder.paths[begin : begin + chunk], (height, width), channels)
+        parts.append(embed_images(model, block, batch_size))
+    return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def reference_encodings(parts, max_per_class=None, metadata=None):
+    """`Encodings` of several embedded folders (e.g. the train and val splits), merged by class
+    name, keeping at most `max_per_class` images of each class of each folder.
+
+    Args:
+        parts: a list of `(ImageFolder, embeddings [N, D])`.
+        max_per_class: the cap per class and folder, or None for every image.
+        metadata: the JSON-serialisable dict stored with them.
+    """
+    embeddings, paths, names = [], [], []
+    for folder, embedded in parts:
+        keep = np.ones(len(folder), bool)
+        if max_per_class is not None:
+            # Images of a class are contiguous in an ImageFolder: rank = position within its class.
+            rank = np.arange(len(folder)) - np.searchsorted(folder.labels, folder.labels)
+            keep = rank < max_per_class
+        embeddings.append(embedded[keep])
+        paths.extend(p for p, k in zip(folder.paths, keep) if k)
+        names.extend(folder.class_names[label] for label in folder.labels[keep])
+    class_names = sorted(set(names))
+    index = {name: i for i, name in enumerate(class_names)}
+    return make_encodings(np.concatenate(embeddings), [index[n] for n in names], class_names, paths, metadata)
+
+
 def model_image_shape(model):
     """(height, width, channels) of the raw images `model` takes."""
     return tuple(int(d) for d in model.input_shape[1:])

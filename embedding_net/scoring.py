@@ -7,7 +7,7 @@
 import numpy as np
 
 from embedding_net.episodes import episode_accuracy
-from embedding_net.evaluation import class_distances, nearest_classes, top_k_accuracy
+from embedding_net.evaluation import class_distances, evaluate_oneshot, nearest_classes, top_k_accuracy
 from embedding_net.metrics import (
     knn_vote_accuracy,
     nearest_centroid_accuracy,
@@ -79,3 +79,26 @@ def score_split(embeddings, labels, reference=None, distance="euclidean", knn_k=
                         "threshold": verification["threshold"],
                         "verification_accuracy": verification["accuracy"]})
     return metrics, nearest_classes(distances, 1)[:, 0]
+
+
+def score_folders(val_folder, val_embeddings, train_folder, train_embeddings, distance="euclidean",
+                  knn_k=5, episodes=1000, seed=0, dataset_root=None):
+    """Every metric of a val split (see `score_split`), plus the official one-shot task when
+    `dataset_root` holds one. Val images are queries against the train images when every val
+    class appears in train, else leave-one-out within val (new classes, as in Omniglot).
+
+    Returns:
+        `(metrics, (labels, predicted, class_names))`, the val labels and top-1 predictions in
+        the class ids of `class_names`.
+    """
+    reference = None
+    if set(val_folder.class_names) <= set(train_folder.class_names):
+        index = {name: i for i, name in enumerate(train_folder.class_names)}
+        labels = np.array([index[val_folder.class_names[label]] for label in val_folder.labels])
+        reference, names = (train_embeddings, train_folder.labels), train_folder.class_names
+    else:
+        labels, names = val_folder.labels, val_folder.class_names
+    metrics, predicted = score_split(val_embeddings, labels, reference, distance, knn_k, episodes, seed)
+    if dataset_root is not None:
+        metrics.update(evaluate_oneshot(dataset_root, val_folder.paths, val_embeddings, distance) or {})
+    return metrics, (labels, predicted, names)

@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 
-from embedding_net.data import ImageFolder, listing
+from embedding_net.data import ImageFolder, listing, scan_image_folder
 from embedding_net.errors import DatasetError
 
 _DRIVE_OR_UNC = re.compile(r"^([A-Za-z]:|[\\/]{2})")  # C:\x, C:/x, \\server\share
@@ -175,3 +175,32 @@ def split_by_class(folder, val_ratio, seed=0):
             rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
             to_val[images[rng.permutation(len(images))[:count]]] = True
     return folder.subset(~to_val), folder.subset(to_val)
+
+
+def scan_splits(root, train_split="train", val_split="val", csv_path=None, path_column="path",
+                label_column="label", split_column=None, val_ratio=None, seed=0):
+    """The train split and, when there is one, the val split: `{name: ImageFolder}`.
+
+    Sources, in order: the CSV annotation file `csv_path` (paths relative to `root`; split by
+    `split_column` when given, whose values name the splits), else the class folders
+    `root/<train_split>` and `root/<val_split>`. Without a val split, `val_ratio` holds out
+    that share of every class (`split_by_class`, seeded).
+    """
+    scanned = {}
+    if csv_path is not None:
+        for split in (train_split, val_split) if split_column else (train_split,):
+            scanned[split] = read_csv_annotations(csv_path, root, path_column, label_column,
+                                                  split_column, split if split_column else None)
+    else:
+        scanned[train_split] = scan_image_folder(os.path.join(root, train_split))
+        if os.path.isdir(os.path.join(root, val_split)):
+            scanned[val_split] = scan_image_folder(os.path.join(root, val_split))
+    if val_split not in scanned and val_ratio is not None:
+        train, val = split_by_class(scanned[train_split], val_ratio, seed)
+        scanned[train_split] = train
+        if len(val):
+            scanned[val_split] = val
+        else:
+            warnings.warn(f"a val_ratio of {val_ratio} holds out no image of any class: no val split",
+                          stacklevel=2)
+    return scanned

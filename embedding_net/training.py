@@ -7,7 +7,6 @@ import time
 import typing
 import warnings
 
-import cv2
 import keras
 import numpy as np
 
@@ -23,10 +22,9 @@ from embedding_net.callbacks import (
 from embedding_net.config import load_config, save_config
 from embedding_net.data import add_rotated_classes, drop_unusable, find_unreadable, read_images, scan_image_folder
 from embedding_net.datasets import DATASETS
-from embedding_net.encodings import embed_images, make_encodings, save_encodings
+from embedding_net.encodings import embed_folder_images, reference_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError, TrainingDivergedError
-from embedding_net.evaluation import evaluate_oneshot
-from embedding_net.scoring import score_split
+from embedding_net.scoring import score_folders
 from embedding_net.reports import plot_gallery, plot_tsne_pair, tsne_subsample, write_class_tables
 from embedding_net.visualization import plot_batch, plot_training_curves
 from embedding_net.arcface import arcface_batches, build_arcface_model
@@ -37,7 +35,7 @@ from embedding_net.pretraining import pretrain_classifier
 from embedding_net.monitors import collapse_monitors
 from embedding_net.models import build_embedding_model, build_siamese_model, build_triplet_model, load_embedding_model
 from embedding_net.sampling import pk_dataset
-from embedding_net.sources import read_csv_annotations, split_by_class
+from embedding_net.sources import scan_splits
 from embedding_net.schedules import build_learning_rate, plateau_callbacks
 from embedding_net.schedules import build_optimizer as build_optimizer_by_name
 
@@ -78,31 +76,12 @@ def load_split(config, split, min_images_per_class=2):
 
 
 def load_splits(config):
-    """The train split and, when there is one, the val split: `{name: (ImageFolder, images)}`.
-
-    Sources, in order: a CSV annotation file (`data.csv`, split by `data.csv_split_column` when
-    set), else the class folders `data.root/<train_split>` and `data.root/<val_split>`. Without
-    a val split, `data.val_ratio` holds out that share of every class, seeded by `train.seed`.
-    """
+    """The train split and, when there is one, the val split: `{name: (ImageFolder, images)}`,
+    from a CSV file or class folders (see `sources.scan_splits`), decoded by `decode_split`."""
     data = config.data
-    scanned = {}
-    if data.csv is not None:
-        for split in (data.train_split, data.val_split) if data.csv_split_column else (data.train_split,):
-            scanned[split] = read_csv_annotations(
-                data.csv, data.root, data.csv_path_column, data.csv_label_column,
-                data.csv_split_column, split if data.csv_split_column else None)
-    else:
-        scanned[data.train_split] = scan_image_folder(os.path.join(data.root, data.train_split))
-        if os.path.isdir(os.path.join(data.root, data.val_split)):
-            scanned[data.val_split] = scan_image_folder(os.path.join(data.root, data.val_split))
-    if data.val_split not in scanned and data.val_ratio is not None:
-        train, val = split_by_class(scanned[data.train_split], data.val_ratio, config.train.seed)
-        scanned[data.train_split] = train
-        if len(val):
-            scanned[data.val_split] = val
-        else:
-            warnings.warn(f"data.val_ratio {data.val_ratio} holds out no image of any class: "
-                          "no val split", stacklevel=2)
+    scanned = scan_splits(data.root, data.train_split, data.val_split, csv_path=data.csv,
+                          path_column=data.csv_path_column, label_column=data.csv_label_column,
+                          split_column=data.csv_split_column, val_ratio=data.val_ratio, seed=config.train.seed)
     return {split: decode_split(config, folder, 2 if split == data.train_split else 1)
             for split, folder in scanned.items()}
 
@@ -129,15 +108,7 @@ def _check_resumable(config, backup_dir):
 
 def embed_split(config, model, folder, images):
     """Embeddings of a split, from memory or read from disk in bounded chunks."""
-    if images is not None:
-        return embed_images(model, images, config.encodings.batch_size)
-    height, width, channels = config.model.input_shape
-    chunk = 16 * config.encodings.batch_size
-    parts = []
-    for begin in range(0, len(folder), chunk):
-        block, _ = read_images(folder.paths[begin : begin + chunk], (height, width), channels)
-        parts.append(embed_images(model, block, config.encodings.batch_size))
-    return np.concatenate(parts) if parts else np.zeros((0, config.model.embedding_size), np.float32)
+    return embed_folder_images(model, folder, images, config.encodings.batch_size)
 
 
 def build_loss(loss):
@@ -408,7 +379,6 @@ def _run(config):
 def write_encodings(config, model, splits, embedded, threshold=None):
     """Saves the reference encodings: the splits of `encodings.splits`, capped per class, with
     the verification `threshold` beyond which `test.py` answers "unknown"."""
-    embeddings, labels, paths, names = [], [], [], []
     for split in config.encodings.splits:
         if split not in splits:
             if config.data.csv is not None or not os.path.isdir(os.path.join(config.data.root, split)):
@@ -417,22 +387,12 @@ def write_encodings(config, model, splits, embedded, threshold=None):
             folder, images = load_split(config, split, min_images_per_class=1)
             splits[split] = (folder, images)
             embedded[split] = embed_split(config, model, folder, images)
-        folder, _ = splits[split]
-        keep = np.ones(len(folder), bool)
-        if config.encodings.max_per_class is not None:
-            rank = np.arange(len(folder)) - np.searchsorted(folder.labels, folder.labels)
-            keep = rank < config.encodings.max_per_class
-        embeddings.append(embedded[split][keep])
-        paths.extend(p for p, k in zip(folder.paths, keep) if k)
-        names.extend(folder.class_names[label] for label in folder.labels[keep])
-    class_names = sorted(set(names))
-    index = {name: i for i, name in enumerate(class_names)}
     metadata = {"distance": config.loss.distance, "input_shape": list(config.model.input_shape),
                 "backbone": config.model.backbone, "splits": list(config.encodings.splits)}
     if threshold is not None:
         metadata["threshold"] = float(threshold)
-    encodings = make_encodings(np.concatenate(embeddings), [index[n] for n in names], class_names,
-                               paths, metadata)
+    encodings = reference_encodings([(splits[split][0], embedded[split]) for split in config.encodings.splits],
+                                    config.encodings.max_per_class, metadata)
     save_encodings(os.path.join(config.run_dir, "encodings.npz"), encodings)
 
 
@@ -450,21 +410,9 @@ def evaluate(config, splits, embedded):
         warnings.warn(f"no {val_split} split under {config.data.root}: nothing to evaluate", stacklevel=2)
         return {}, None
     (val_folder, _), (train_folder, _) = splits[val_split], splits[train_split]
-    reference = None
-    if set(val_folder.class_names) <= set(train_folder.class_names):
-        index = {name: i for i, name in enumerate(train_folder.class_names)}
-        labels = np.array([index[val_folder.class_names[label]] for label in val_folder.labels])
-        reference, names = (embedded[train_split], train_folder.labels), train_folder.class_names
-    else:
-        labels, names = val_folder.labels, val_folder.class_names
-    metrics, predicted = score_split(
-        embedded[val_split], labels, reference, config.loss.distance, config.evaluation.knn_k,
-        config.evaluation.episodes, config.train.seed,
-    )
-    oneshot = evaluate_oneshot(config.data.root, val_folder.paths, embedded[val_split], config.loss.distance)
-    if oneshot:
-        metrics.update(oneshot)
-    return metrics, (labels, predicted, names)
+    return score_folders(val_folder, embedded[val_split], train_folder, embedded[train_split],
+                         config.loss.distance, config.evaluation.knn_k, config.evaluation.episodes,
+                         config.train.seed, dataset_root=config.data.root)
 
 
 def view_folder_split(config, splits):
