@@ -1,0 +1,58 @@
+"""Every shipped Omniglot config after the same short training budget, side by side.
+
+Each config trains for `--epochs` x `--steps` optimizer steps (the batch of every config is
+128 images, pairs or triplets), then reports the official 20-way one-shot accuracy (400
+trials), the random 20-way / 5-way episodes and MAP@R on the evaluation characters.
+
+    python bench/modes.py --epochs 3 --steps 200 --output bench/results/modes.json
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from embedding_net import training  # noqa: E402
+from embedding_net.atomic import atomic_write_text  # noqa: E402
+from embedding_net.config import load_config  # noqa: E402
+
+KEYS = ("oneshot_accuracy", "episodes_20way_1shot", "episodes_20way_1shot_ci95", "episodes_5way_1shot",
+        "episodes_5way_1shot_ci95", "map_at_r", "train_seconds")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--work-dir", default="work_dirs/bench_modes")
+    parser.add_argument("--data-root", default="data/omniglot")
+    parser.add_argument("--configs", nargs="*", default=sorted(glob.glob("configs/omniglot*.yml")))
+    parser.add_argument("--output", default="bench/results/modes.json")
+    args = parser.parse_args()
+    results = {}
+    for path in args.configs:
+        name = os.path.basename(path)[:-4]
+        config = load_config(path, [
+            f"train.epochs={args.epochs}", f"train.steps_per_epoch={args.steps}", "train.verbose=0",
+            "evaluation.plots=false", f"output.work_dir={args.work_dir}", f"data.root={args.data_root}"])
+        started = time.time()
+        metrics = training.run(config)
+        results[name] = {key: metrics.get(key) for key in KEYS}
+        results[name]["wall_seconds"] = round(time.time() - started, 1)
+        print(name, json.dumps(results[name]), flush=True)
+    report = {"epochs": args.epochs, "steps_per_epoch": args.steps, "results": results}
+    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+    atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
+    print("\n| config | one-shot (400) | 20-way episodes | 5-way episodes | MAP@R | train s |")
+    print("|---|---|---|---|---|---|")
+    for name, row in results.items():
+        print(f"| {name} | {row['oneshot_accuracy']:.1%} | {row['episodes_20way_1shot']:.1%} "
+              f"± {row['episodes_20way_1shot_ci95']:.1%} | {row['episodes_5way_1shot']:.1%} "
+              f"± {row['episodes_5way_1shot_ci95']:.1%} | {row['map_at_r']:.3f} | {row['train_seconds']} |")
+
+if __name__ == "__main__":
+    main()
