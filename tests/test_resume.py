@@ -15,8 +15,8 @@ from conftest import tiny_overrides
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def train_command(root, work_dir, name):
-    overrides = tiny_overrides(root, work_dir, name) + ["train.epochs=4", "train.steps_per_epoch=20"]
+def train_command(root, work_dir, name, extra=()):
+    overrides = tiny_overrides(root, work_dir, name) + ["train.epochs=4", "train.steps_per_epoch=20", *extra]
     return [sys.executable, "train.py", *[arg for item in overrides for arg in ("--set", item)]]
 
 
@@ -30,8 +30,18 @@ def read_history(run_dir):
         return list(csv.DictReader(handle))
 
 
-def test_sigkill_then_the_same_command_resumes_and_matches_an_uninterrupted_run(omniglot_subset, tmp_path):
-    command = train_command(omniglot_subset, tmp_path, "killed")
+# The triplet generator mines with the live model a few prefetched batches ahead, so its runs
+# are not bit-reproducible: for it the test checks the epochs, not the losses.
+ARCHITECTURES = [
+    pytest.param((), True, id="in_batch"),
+    pytest.param(("model.architecture=triplet", "data.batch_size=8"), False, id="triplet_generator"),
+]
+
+
+@pytest.mark.parametrize("extra, reproducible", ARCHITECTURES)
+def test_sigkill_then_the_same_command_resumes_and_matches_an_uninterrupted_run(
+        omniglot_subset, tmp_path, extra, reproducible):
+    command = train_command(omniglot_subset, tmp_path, "killed", extra)
     run_dir = tmp_path / "killed"
     metadata = run_dir / "backup" / "training_metadata.json"
     process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
@@ -62,7 +72,8 @@ def test_sigkill_then_the_same_command_resumes_and_matches_an_uninterrupted_run(
     history = read_history(run_dir)
     assert [int(row["epoch"]) for row in history] == [0, 1, 2, 3]  # no epoch twice, none lost
     assert not (run_dir / "backup").exists()  # removed once training finished
-
+    if not reproducible:
+        return
     straight = run(train_command(omniglot_subset, tmp_path, "straight"))
     assert straight.returncode == 0, straight.stderr[-2000:]
     reference = read_history(tmp_path / "straight")

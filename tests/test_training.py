@@ -298,3 +298,50 @@ def test_csv_annotations_with_a_val_ratio_split_train_and_evaluate(omniglot_subs
             f"data.csv={csv_path}", f"data.root={train_root}", "data.dataset=null",
             "data.csv_path_column=file", "data.csv_label_column=character", "train.epochs=1",
             "train.steps_per_epoch=1", "encodings.splits=[train, test]"]))
+
+
+def test_pretraining_and_augmentation_run_through_the_config(omniglot_subset, tmp_path):
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        "train.pretrain_epochs=1", "data.augmentation=light",
+        "data.transforms=[{name: GaussNoise, p: 0.5}]", "train.epochs=1"])
+    metrics = training.run(config)
+    assert 0.0 <= metrics["top1_accuracy"] <= 1.0
+    with pytest.raises(ConfigError, match="data.transforms: .*GausNoise"):
+        training.run(load_config(None, tiny_overrides(omniglot_subset, tmp_path, name="bad") + [
+            "data.transforms=[{name: GausNoise}]"]))
+
+
+def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
+    import keras
+
+    from embedding_net.generators import PairGenerator, TripletGenerator
+    from embedding_net.losses import ContrastiveLoss, TripletMarginLoss
+    from embedding_net.models import build_embedding_model
+
+    def setup(*overrides):
+        config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + list(overrides))
+        splits = training.load_splits(config)
+        model = build_embedding_model("conv4", (28, 28, 1), 16)
+        return model, training.build_training_setup(config, model, splits["train"], splits["val"])
+
+    model, pairs = setup("model.architecture=siamese", "loss.name=contrastive", "loss.margin=1.0",
+                         "loss.pair_mining=hard", "data.batch_size=6")
+    assert isinstance(pairs.train_data, PairGenerator) and pairs.train_data.mining == "hard"
+    assert pairs.train_data.embedding_model is model and pairs.train_data.batch_size == 6
+    assert isinstance(pairs.loss, ContrastiveLoss) and pairs.loss.margin == 1.0
+    assert isinstance(pairs.val_data, PairGenerator)
+    model, l1 = setup("model.architecture=siamese", "model.siamese_head=l1", "loss.name=binary_crossentropy")
+    assert isinstance(l1.loss, keras.losses.BinaryCrossentropy)
+    assert l1.model.get_layer("same_class") is not None
+    model, triplets = setup("model.architecture=triplet", "loss.negatives_selection_mode=hardest", "loss.margin=0.3")
+    assert isinstance(triplets.train_data, TripletGenerator)
+    assert triplets.train_data.negatives_selection_mode == "hardest" and triplets.train_data.margin == 0.3
+    assert isinstance(triplets.loss, TripletMarginLoss) and triplets.loss.margin == 0.3
+    assert triplets.train_data.batch_size == 16  # P x K of the tiny config
+    model, arcface = setup("loss.name=arcface", "loss.margin=0.4", "loss.scale=20", "loss.distance=cosine")
+    assert arcface.model.get_layer("arcface").num_classes == 50
+    assert arcface.val_data is None  # Omniglot's val characters are new: they have no centre
+    (images, labels), targets = next(iter(arcface.train_data))
+    assert images.shape == (16, 28, 28, 1) and np.array_equal(labels, targets)
+    with pytest.raises(ConfigError, match="needs the images in memory: set data.cache: memory"):
+        setup("model.architecture=triplet", "data.cache=none")
