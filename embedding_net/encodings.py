@@ -17,7 +17,7 @@ from embedding_net.atomic import atomic_path
 from embedding_net.distances import DISTANCES
 from embedding_net.data import drop_unusable, read_images, scan_image_folder
 from embedding_net.errors import EncodingsError
-from embedding_net.evaluation import class_distances, nearest_classes
+from embedding_net.evaluation import class_distances, nearest_classes, squared_norms
 
 FORMAT_VERSION = 1
 _ARRAYS = ("embeddings", "labels", "class_names", "paths", "centroids", "metadata")
@@ -33,6 +33,8 @@ class Encodings:
     paths: list
     centroids: np.ndarray
     metadata: dict
+    # Squared L2 norms of `embeddings`, filled by the first `classify` call; never saved.
+    squared_norms: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def class_centroids(embeddings, labels, num_classes):
@@ -44,9 +46,11 @@ def class_centroids(embeddings, labels, num_classes):
 
 
 def make_encodings(embeddings, labels, class_names, paths, metadata=None):
-    """Bundles arrays into `Encodings`, computing the centroids."""
-    embeddings = np.asarray(embeddings, np.float32)
+    """Bundles arrays into `Encodings` sorted by class (stable), computing the centroids."""
     labels = np.asarray(labels, np.int32)
+    order = np.argsort(labels, kind="stable")
+    embeddings, labels = np.asarray(embeddings, np.float32)[order], labels[order]
+    paths = [paths[i] for i in order]
     metadata = dict(metadata or {})
     metadata.update({"format_version": FORMAT_VERSION, "embedding_size": int(embeddings.shape[1]),
                      "num_images": int(len(labels)), "num_classes": len(class_names)})
@@ -206,8 +210,11 @@ def classify(query_embeddings, encodings, top_k=5, distance="euclidean"):
     Returns:
         One list per query of `(class_name, distance)` pairs, nearest first.
     """
+    if encodings.squared_norms is None:  # computed once per loaded file, not once per query
+        encodings.squared_norms = squared_norms(encodings.embeddings)
     distances = class_distances(np.asarray(query_embeddings, np.float32), encodings.embeddings,
-                                encodings.labels, len(encodings.class_names), distance)
+                                encodings.labels, len(encodings.class_names), distance,
+                                reference_squared_norms=encodings.squared_norms)
     ranked = nearest_classes(distances, top_k)
     # Classes without a reference image (only in hand-made encodings) are at +inf: never listed.
     return [[(encodings.class_names[c], float(row[c])) for c in ranks if np.isfinite(row[c])]

@@ -14,26 +14,35 @@ import numpy as np
 from embedding_net.distances import check_distance
 
 
-def distance_matrix(queries, references, distance="euclidean"):
-    """float32 [Q, N] distances between rows, with the definitions of `embedding_net.distances`."""
+def distance_matrix(queries, references, distance="euclidean", reference_squared_norms=None):
+    """float32 [Q, N] distances between rows, with the definitions of `embedding_net.distances`.
+
+    `reference_squared_norms` [N] (`squared_norms(references)`) may be given to save a pass over
+    the references, which dominates the cost of a single query against many references.
+    """
     check_distance(distance)
     queries = np.asarray(queries, np.float32)
     references = np.asarray(references, np.float32)
+    if reference_squared_norms is None:
+        reference_squared_norms = squared_norms(references)
+    products = queries @ references.T
     if distance == "cosine":
-        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-6)
-        references = references / np.maximum(np.linalg.norm(references, axis=1, keepdims=True), 1e-6)
-        return np.maximum(1.0 - queries @ references.T, 0.0)
-    squared = (
-        np.sum(queries**2, axis=1)[:, None]
-        - 2.0 * (queries @ references.T)
-        + np.sum(references**2, axis=1)[None, :]
-    )
-    squared = np.maximum(squared, 0.0)
-    return squared if distance == "squared_euclidean" else np.sqrt(squared)
+        products /= np.maximum(np.sqrt(squared_norms(queries)), 1e-6)[:, None]
+        products /= np.maximum(np.sqrt(reference_squared_norms), 1e-6)[None, :]
+        return np.maximum(1.0 - products, 0.0, out=products)
+    squared = squared_norms(queries)[:, None] - 2.0 * products + reference_squared_norms[None, :]
+    squared = np.maximum(squared, 0.0, out=squared)
+    return squared if distance == "squared_euclidean" else np.sqrt(squared, out=squared)
+
+
+def squared_norms(vectors):
+    """float32 [N] squared L2 norms of the rows of [N, D], without a temporary copy."""
+    vectors = np.asarray(vectors, np.float32)
+    return np.einsum("ij,ij->i", vectors, vectors)
 
 
 def class_distances(queries, references, reference_labels, num_classes, distance="euclidean",
-                    query_indices=None, chunk_size=1024):
+                    query_indices=None, chunk_size=1024, reference_squared_norms=None):
     """Distance from each query to the nearest reference image of every class.
 
     Args:
@@ -45,21 +54,29 @@ def class_distances(queries, references, reference_labels, num_classes, distance
         query_indices: for leave-one-out, the index in `references` of each query (that
             reference is ignored for that query), or None.
         chunk_size: queries per block.
+        reference_squared_norms: optional [N] squared L2 norms of `references` (see `distance_matrix`).
 
     Returns:
         float32 [Q, C]; +inf for a class with no usable reference.
     """
     reference_labels = np.asarray(reference_labels)
-    order = np.argsort(reference_labels, kind="stable")
-    sorted_labels = reference_labels[order]
-    present = np.unique(sorted_labels)
-    starts = np.searchsorted(sorted_labels, present)
-    references = np.asarray(references, np.float32)[order]
-    position = np.empty(len(order), np.int64)
-    position[order] = np.arange(len(order))
+    references = np.asarray(references, np.float32)
+    position = np.arange(len(reference_labels))
+    # Saved encodings are sorted by class already: then no copy of the references is made,
+    # which is most of the cost of classifying one image against 100,000 of them.
+    if np.any(reference_labels[1:] < reference_labels[:-1]):
+        order = np.argsort(reference_labels, kind="stable")
+        reference_labels, references = reference_labels[order], references[order]
+        position[order] = np.arange(len(order))
+        reference_squared_norms = None if reference_squared_norms is None else np.asarray(reference_squared_norms)[order]
+    if reference_squared_norms is None:
+        reference_squared_norms = squared_norms(references)
+    starts = np.flatnonzero(np.r_[True, reference_labels[1:] != reference_labels[:-1]]) if len(
+        reference_labels) else np.zeros(0, np.int64)
+    present = reference_labels[starts]
     result = np.full((len(queries), num_classes), np.inf, np.float32)
     for begin in range(0, len(queries), chunk_size):
-        block = distance_matrix(queries[begin : begin + chunk_size], references, distance)
+        block = distance_matrix(queries[begin : begin + chunk_size], references, distance, reference_squared_norms)
         if query_indices is not None:
             rows = np.arange(len(block))
             block[rows, position[np.asarray(query_indices)[begin : begin + chunk_size]]] = np.inf

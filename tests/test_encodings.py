@@ -276,3 +276,26 @@ def test_classify_never_lists_classes_without_references():
     enc = make_encodings(np.eye(3), [0, 2, 2], ["a", "b", "c"], list("xyz"))
     result = classify(np.eye(3)[:1], enc, top_k=5)[0]
     assert [name for name, _ in result] == ["a", "c"]
+
+
+def test_encodings_are_sorted_by_class_and_classify_matches_the_unsorted_search():
+    from embedding_net.evaluation import class_distances, distance_matrix
+
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(60, 8)).astype(np.float32)
+    labels = rng.integers(0, 7, 60)
+    paths = [f"img{i}.png" for i in range(60)]
+    encodings = make_encodings(embeddings, labels, [f"c{i}" for i in range(7)], paths)
+    assert np.all(np.diff(encodings.labels) >= 0)
+    order = np.argsort(labels, kind="stable")
+    assert encodings.paths == [paths[i] for i in order]  # paths follow their embeddings
+    np.testing.assert_array_equal(encodings.embeddings, embeddings[order])
+    queries = rng.normal(size=(5, 8)).astype(np.float32)
+    for distance in ("euclidean", "squared_euclidean", "cosine"):
+        brute = np.stack([[distance_matrix(q[None], embeddings[labels == c], distance).min()
+                           for c in range(7)] for q in queries])
+        np.testing.assert_allclose(class_distances(queries, embeddings, labels, 7, distance), brute, rtol=1e-5)
+        np.testing.assert_allclose(class_distances(queries, encodings.embeddings, encodings.labels, 7,
+                                                   distance), brute, rtol=1e-5)
+        best = [ranked[0][0] for ranked in classify(queries, encodings, top_k=1, distance=distance)]
+        assert best == [f"c{c}" for c in brute.argmin(axis=1)]
