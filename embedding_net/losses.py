@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from embedding_net import mining as rules
+from embedding_net.distributed import gather_across_replicas, scale_for_replicas
 from embedding_net.distances import check_distance, pairwise_distances, safe_sqrt
 
 
@@ -71,11 +72,17 @@ class TripletLoss(keras.losses.Loss):
     A batch without a valid pair or triplet gives 0, never NaN. `sample_weight` [B] weighs
     each term by its anchor's weight (see `triplet_loss`).
 
+    Under a `tf.distribute` strategy the value is divided by the number of replicas (Keras'
+    convention, see `embedding_net.distributed`); on one device nothing changes.
+
     Args:
         margin: the margin m, >= 0.
         mining: `all`, `hard` or `semi_hard`.
         distance: `euclidean`, `squared_euclidean` or `cosine` (1 - cosine similarity).
         soft_margin: use log(1 + exp(.)) instead of the hinge with `margin`.
+        cross_replica: under a `tf.distribute` strategy, gather the labels and embeddings of
+            every replica and mine the global batch, as one device would; otherwise each
+            replica mines its own share of the batch.
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class TripletLoss(keras.losses.Loss):
         mining="semi_hard",
         distance="euclidean",
         soft_margin=False,
+        cross_replica=False,
         name="triplet_loss",
         **kwargs,
     ):
@@ -96,20 +104,23 @@ class TripletLoss(keras.losses.Loss):
         self.mining = mining
         self.distance = distance
         self.soft_margin = bool(soft_margin)
+        self.cross_replica = bool(cross_replica)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Keras' Loss.__call__ would cast the integer labels to float and apply the weights to
         # the reduced scalar; the weights belong to the anchors, inside the reduction.
-        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance,
-                            self.soft_margin, sample_weight)
+        if self.cross_replica:
+            y_true, y_pred, sample_weight = gather_across_replicas(y_true, y_pred, sample_weight)
+        return scale_for_replicas(triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance,
+                                               self.soft_margin, sample_weight))
 
     def call(self, y_true, y_pred):
-        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance, self.soft_margin)
+        return self(y_true, y_pred)
 
     def get_config(self):
         config = super().get_config()
         config.update({"margin": self.margin, "mining": self.mining, "distance": self.distance,
-                       "soft_margin": self.soft_margin})
+                       "soft_margin": self.soft_margin, "cross_replica": self.cross_replica})
         return config
 
 
@@ -158,14 +169,20 @@ class BatchContrastiveLoss(keras.losses.Loss):
     mean of the non-zero positive terms plus the mean of the non-zero negative terms (0 when
     there are none), so the pairs that still violate a margin carry the loss.
 
+    Under a `tf.distribute` strategy the value is divided by the number of replicas (Keras'
+    convention, see `embedding_net.distributed`); on one device nothing changes.
+
     Args:
         positive_margin: distance under which same-class pairs cost nothing, >= 0.
         negative_margin: distance beyond which different-class pairs cost nothing.
         distance: `euclidean`, `squared_euclidean` or `cosine`.
+        cross_replica: under a `tf.distribute` strategy, gather the labels and embeddings of
+            every replica and take the pairs of the global batch, as one device would;
+            otherwise each replica takes the pairs of its own share.
     """
 
     def __init__(self, positive_margin=0.0, negative_margin=1.0, distance="euclidean",
-                 name="batch_contrastive_loss", **kwargs):
+                 cross_replica=False, name="batch_contrastive_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         check_distance(distance)
         if not 0 <= positive_margin < negative_margin:
@@ -174,18 +191,22 @@ class BatchContrastiveLoss(keras.losses.Loss):
         self.positive_margin = float(positive_margin)
         self.negative_margin = float(negative_margin)
         self.distance = distance
+        self.cross_replica = bool(cross_replica)
 
     def call(self, y_true, y_pred):
+        if self.cross_replica:
+            y_true, y_pred, _ = gather_across_replicas(y_true, y_pred)
         labels = ops.reshape(y_true, (-1,))
         distances = pairwise_distances(y_pred, self.distance)
         positive = _mean_of_nonzero(ops.relu(distances - self.positive_margin), rules.positive_mask(labels))
         negative = _mean_of_nonzero(ops.relu(self.negative_margin - distances), rules.negative_mask(labels))
-        return positive + negative
+        # A scalar passes Keras' reduction untouched, so the replica scaling is done here.
+        return scale_for_replicas(positive + negative)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"positive_margin": self.positive_margin,
-                       "negative_margin": self.negative_margin, "distance": self.distance})
+        config.update({"positive_margin": self.positive_margin, "negative_margin": self.negative_margin,
+                       "distance": self.distance, "cross_replica": self.cross_replica})
         return config
 
 

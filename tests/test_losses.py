@@ -413,3 +413,50 @@ def test_soft_margin_round_trips_and_trains_with_weights():
     x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
     history = model.fit(x, np.repeat(np.arange(4), 2), sample_weight=np.linspace(0.5, 1.5, 8), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+# ----------------------------------------------------------------------------- cross_replica
+
+from embedding_net.losses import BatchContrastiveLoss  # noqa: E402  (appended section)
+
+
+@pytest.mark.parametrize(
+    "loss_class, kwargs",
+    [(TripletLoss, {"mining": "all"}), (TripletLoss, {"mining": "hard"}),
+     (TripletLoss, {"mining": "semi_hard", "soft_margin": True}),
+     (BatchContrastiveLoss, {"positive_margin": 0.1, "negative_margin": 1.5})],
+)
+def test_cross_replica_is_a_no_op_on_one_device_and_round_trips(loss_class, kwargs):
+    """Outside a multi-replica step, gathering and scaling change nothing: same value, same
+    gradient; the option survives get_config / from_config and Keras serialisation."""
+    labels, x = random_batch(3, normalised=False)
+    weights = np.linspace(0.5, 1.5, len(labels)).astype("float32")
+    plain, gathered = loss_class(**kwargs), loss_class(cross_replica=True, **kwargs)
+    assert plain.get_config()["cross_replica"] is False
+    assert gathered.get_config()["cross_replica"] is True
+    for restored in (loss_class.from_config(gathered.get_config()),
+                     keras.losses.deserialize(keras.losses.serialize(gathered))):
+        assert isinstance(restored, loss_class) and restored.cross_replica is True
+    values = []
+    for loss in (plain, gathered):
+        embeddings = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            value = loss(labels, embeddings, sample_weight=weights if loss_class is TripletLoss else None)
+        values.append((float(value), tape.gradient(value, embeddings).numpy()))
+    assert values[0][0] == values[1][0]
+    np.testing.assert_array_equal(values[0][1], values[1][1])
+
+
+def test_configs_saved_before_cross_replica_still_load():
+    for loss in (TripletLoss(mining="hard"), BatchContrastiveLoss()):
+        config = loss.get_config()
+        del config["cross_replica"]
+        assert type(loss).from_config(config).cross_replica is False
+
+
+def test_cross_replica_loss_trains_on_one_device():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=TripletLoss(cross_replica=True))
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    history = model.fit(x, np.repeat(np.arange(4), 4), batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
