@@ -70,6 +70,7 @@ class LossConfig:
     margin: float = field(default=0.2, metadata=_at_least(0.0))
     scale: float = field(default=30.0, metadata={"min": 0.0, "exclusive": True})
     soft_margin: bool = False
+    cross_replica: bool = False
     positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
     negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
     distance: str = field(
@@ -95,6 +96,7 @@ class TrainConfig:
     early_stopping_patience: typing.Optional[int] = field(default=None, metadata=_at_least(1))
     restore_best: bool = True
     pretrain_epochs: int = field(default=0, metadata=_at_least(0))
+    distribute: str = field(default="none", metadata=_choice("none", "mirrored", "multi_worker"))
     mixed_precision: str = field(default="none", metadata=_choice("none", "float16", "bfloat16"))
     seed: int = field(default=0, metadata=_at_least(0))
     verbose: int = field(default=1, metadata=_choice(0, 1, 2))

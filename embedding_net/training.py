@@ -3,6 +3,7 @@ the model, the encodings and the metrics into the run folder."""
 
 import json
 import os
+import shutil
 import time
 import typing
 import warnings
@@ -22,6 +23,13 @@ from embedding_net.callbacks import (
 from embedding_net.config import load_config, save_config
 from embedding_net.data import add_rotated_classes, drop_unusable, find_unreadable, read_images, scan_image_folder
 from embedding_net.datasets import DATASETS
+from embedding_net.distributed import (
+    build_strategy,
+    check_classes_per_replica,
+    fit_distributed,
+    is_chief,
+    worker_dir,
+)
 from embedding_net.encodings import embed_folder_images, reference_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError, TrainingDivergedError
 from embedding_net.scoring import score_folders
@@ -97,9 +105,9 @@ def batches(config, folder, images, seed, classes_per_batch=None, start_batch=0)
     )
 
 
-def _check_resumable(config, backup_dir):
+def _check_resumable(config, work_dir):
     """An interrupted run resumes only under the config it started with."""
-    saved = os.path.join(config.run_dir, "config.yml")
+    saved, backup_dir = os.path.join(work_dir, "config.yml"), os.path.join(work_dir, "backup")
     if completed_epochs(backup_dir) and os.path.isfile(saved) and load_config(saved) != config:
         raise ConfigError(
             f"{config.run_dir} holds an interrupted run made with another config; run the same "
@@ -114,8 +122,9 @@ def embed_split(config, model, folder, images):
 def build_loss(loss):
     """The in-batch loss of `loss.name` for the plain embedding model (P x K batches)."""
     if loss.name == "contrastive":
-        return BatchContrastiveLoss(loss.positive_margin, loss.negative_margin, loss.distance)
-    return TripletLoss(loss.margin, loss.mining, loss.distance, loss.soft_margin)
+        return BatchContrastiveLoss(loss.positive_margin, loss.negative_margin, loss.distance,
+                                    cross_replica=loss.cross_replica)
+    return TripletLoss(loss.margin, loss.mining, loss.distance, loss.soft_margin, cross_replica=loss.cross_replica)
 
 
 def build_augmentation_from(data, seed):
@@ -260,26 +269,60 @@ def run(config):
     """Trains as `config` says and writes every output into `config.run_dir`.
 
     Returns:
-        The metrics dict also written to `metrics.json`.
+        The metrics dict also written to `metrics.json` (empty on a worker other than the chief
+        of a multi-worker run, which writes nothing that lasts).
     """
+    try:
+        # First: a multi-worker strategy must exist before any other TensorFlow operation.
+        strategy = build_strategy(config.train.distribute)
+    except (ValueError, RuntimeError) as error:
+        raise ConfigError(f"train.distribute {config.train.distribute}: {error}") from None
     previous = keras.config.dtype_policy()
     # With mixed_float16, compile() wraps the optimizer in a LossScaleOptimizer by itself.
     keras.config.set_dtype_policy(DTYPE_POLICIES[config.train.mixed_precision])
     try:
-        return _run(config)
+        return _run(config, strategy)
     finally:
         keras.config.set_dtype_policy(previous)
 
 
-def _run(config):
+def _check_distribution(config, strategy):
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        try:
+            check_classes_per_replica(config.data.classes_per_batch, replicas)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    if config.train.distribute == "multi_worker" and (
+            config.model.architecture != "embedding" or config.train.pretrain_epochs):
+        # Both train with model.fit, which fails under MultiWorkerMirroredStrategy in Keras 3.
+        raise ConfigError("train.distribute multi_worker trains model.architecture embedding without "
+                          f"train.pretrain_epochs, received: {config.model.architecture!r} and "
+                          f"{config.train.pretrain_epochs}")
+
+
+def _build_model(config):
+    return build_embedding_model(
+        config.model.backbone, config.model.input_shape, config.model.embedding_size,
+        config.model.weights, config.model.pooling, config.model.invert,
+        None if config.model.freeze == "none" else config.model.freeze,
+    )
+
+
+def _run(config, strategy):
     _check_model_keys(config.model)
+    _check_distribution(config, strategy)
     keras.utils.set_random_seed(config.train.seed)
     run_dir = config.run_dir
-    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-    backup_dir = os.path.join(run_dir, "backup")
-    _check_resumable(config, backup_dir)
+    # Workers other than the chief of a multi-worker run write into a folder of their own,
+    # deleted when training ends; with one device or one machine, work_dir is run_dir.
+    work_dir = worker_dir(run_dir, strategy)
+    chief = is_chief(strategy)
+    os.makedirs(os.path.join(work_dir, "checkpoints"), exist_ok=True)
+    backup_dir = os.path.join(work_dir, "backup")
+    _check_resumable(config, work_dir)
     resumed = completed_epochs(backup_dir)
-    save_config(config, os.path.join(run_dir, "config.yml"))
+    save_config(config, os.path.join(work_dir, "config.yml"))
     prepare_dataset(config.data)
 
     splits = load_splits(config)
@@ -287,11 +330,8 @@ def _run(config):
     _check_batch(config, train_folder, config.data.train_split)
     val_folder, val_images = splits.get(config.data.val_split, (None, None))
 
-    model = build_embedding_model(
-        config.model.backbone, config.model.input_shape, config.model.embedding_size,
-        config.model.weights, config.model.pooling, config.model.invert,
-        None if config.model.freeze == "none" else config.model.freeze,
-    )
+    with strategy.scope():
+        model = _build_model(config)
     training_set = (train_folder, train_images)
     if config.data.rotate_classes:
         if train_images is None:
@@ -299,19 +339,20 @@ def _run(config):
         training_set = add_rotated_classes(train_folder, train_images)
     start_batch = resumed * config.train.steps_per_epoch
     # Batch i of the run is the same whether or not it was interrupted before it.
-    setup = build_training_setup(config, model, training_set, (val_folder, val_images), start_batch)
+    with strategy.scope():
+        setup = build_training_setup(config, model, training_set, (val_folder, val_images), start_batch)
+        setup.model.compile(optimizer=build_optimizer(config.train), loss=setup.loss, metrics=setup.metrics)
     if isinstance(setup.train_data, PairGenerator | TripletGenerator):
         setup.train_data.epoch = resumed  # mining draws depend on the epoch
-    setup.model.compile(optimizer=build_optimizer(config.train), loss=setup.loss, metrics=setup.metrics)
     validation = setup.val_data if config.train.validation_steps else None
     monitor = "val_loss" if validation is not None else "loss"
-    best_path = os.path.join(run_dir, "checkpoints", "best.keras")
+    best_path = os.path.join(work_dir, "checkpoints", "best.keras")
     divergence = StopOnNonFiniteLoss()
     callbacks = [
         divergence,
         LearningRateLogger(),
-        AtomicCheckpoint(os.path.join(run_dir, "checkpoints", "last.keras"), best_path, monitor, saved_model=model),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resumed > 0),
+        AtomicCheckpoint(os.path.join(work_dir, "checkpoints", "last.keras"), best_path, monitor, saved_model=model),
+        keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=resumed > 0),
         *schedule_callbacks(config.train, monitor),
         # Last, so that an epoch counts as done only once everything above has been written.
         keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
@@ -320,9 +361,9 @@ def _run(config):
     tsne_indices = tsne_subsample(view_folder.labels, config.evaluation.tsne_max_points,
                                   config.evaluation.tsne_max_classes, config.train.seed)
     plot_seconds = tsne_seconds = 0.0
-    if config.evaluation.plots:
+    if config.evaluation.plots and chief:
         started = time.time()
-        before = embed_split(config, model, view_folder.subset(np.isin(np.arange(len(view_folder)), tsne_indices)),
+        before = embed_split(config, _local_copy(config, model), view_folder.subset(np.isin(np.arange(len(view_folder)), tsne_indices)),
                              None if view_images is None else view_images[tsne_indices])
         tsne_seconds += plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_before"), before, view_folder,
                                        tsne_indices, "before training", config.train.seed)
@@ -334,11 +375,13 @@ def _run(config):
                                    build_augmentation_from(config.data, config.train.seed), config.train.seed),
             len(training_set[0].class_names), config.train.pretrain_epochs, config.train.steps_per_epoch,
             config.train.learning_rate, verbose=config.train.verbose)
-    setup.model.fit(
-        setup.train_data, epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch,
-        validation_data=validation, validation_steps=config.train.validation_steps if validation else None,
-        callbacks=callbacks, verbose=config.train.verbose, shuffle=False,  # batches are drawn at random
-    )
+    schedule = dict(epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch,
+                    validation_data=validation, callbacks=callbacks, verbose=config.train.verbose,
+                    validation_steps=config.train.validation_steps if validation else None)
+    if config.train.distribute == "multi_worker":  # Keras' fit fails there (keras#20585)
+        fit_distributed(setup.model, setup.train_data, strategy=strategy, **schedule)
+    else:  # batches are drawn at random already; shuffling would reorder a generator's batches
+        setup.model.fit(setup.train_data, shuffle=False, **schedule)
     train_seconds = time.time() - started
     if divergence.failed_step is not None:
         epoch, batch = divergence.failed_step
@@ -348,7 +391,12 @@ def _run(config):
             f"({config.train.learning_rate}) is likely too high for this model and batch{kept}")
     if config.train.restore_best and os.path.isfile(best_path):
         model.set_weights(load_embedding_model(best_path).get_weights())
-    save_model_atomically(model, os.path.join(run_dir, "model.keras"))
+    save_model_atomically(model, os.path.join(work_dir, "model.keras"))
+    if not chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return {}
+    # Embedding and evaluation on the chief alone, with a model outside the strategy.
+    model = _local_copy(config, model)
 
     embedded = {name: embed_split(config, model, folder, images)
                 for name, (folder, images) in splits.items()}
@@ -413,6 +461,16 @@ def evaluate(config, splits, embedded):
     return score_folders(val_folder, embedded[val_split], train_folder, embedded[train_split],
                          config.loss.distance, config.evaluation.knn_k, config.evaluation.episodes,
                          config.train.seed, dataset_root=config.data.root)
+
+
+def _local_copy(config, model):
+    """`model`, or an identical model outside the strategy when there is one, so the chief
+    can embed images on its own without waiting on the other workers."""
+    if config.train.distribute == "none":
+        return model
+    local = _build_model(config)
+    local.set_weights(model.get_weights())
+    return local
 
 
 def view_folder_split(config, splits):

@@ -258,3 +258,68 @@ def test_none_is_the_default_strategy():
     assert strategy.num_replicas_in_sync == 1
     assert is_chief(strategy)
     assert worker_dir("/runs/a", strategy) == "/runs/a"
+
+
+# ----------------------------------------------------------------------------- through train.py
+
+
+def test_train_py_on_two_workers_writes_one_run(omniglot_subset, tmp_path):
+    """The README's recipe: the same train.py command on two workers with their TF_CONFIG."""
+    from conftest import tiny_overrides
+    from embedding_net.models import load_embedding_model
+
+    overrides = tiny_overrides(omniglot_subset, tmp_path, name="two_workers") + [
+        "train.distribute=multi_worker", "loss.cross_replica=true", "train.epochs=2",
+        "train.steps_per_epoch=3", "evaluation.plots=true"]
+    command = [sys.executable, "train.py", *[arg for item in overrides for arg in ("--set", item)]]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    processes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=driver_env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                                                       "task": {"type": "worker", "index": i}})))
+                 for i in range(2)]
+    try:
+        outputs = [process.communicate(timeout=TIMEOUT)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-4000:]
+    run_dir = tmp_path / "two_workers"
+    assert sorted(os.listdir(run_dir)) == sorted(  # the other worker's folder is gone
+        ["checkpoints", "config.yml", "confusion_matrix.csv", "encodings.npz", "history.csv",
+         "metrics.json", "model.keras", "per_class_accuracy.csv", "plots"])
+    with open(run_dir / "history.csv") as handle:
+        assert len(handle.read().strip().splitlines()) == 3  # header + 2 epochs
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["top1_accuracy"] <= 1.0
+    assert load_embedding_model(str(run_dir / "model.keras")).output_shape == (None, 16)
+
+
+def test_training_run_under_mirrored_strategy_on_two_logical_devices(omniglot_subset, tmp_path):
+    script = f"""
+import json, sys, tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, "tests")
+from conftest import tiny_overrides
+from embedding_net import training
+from embedding_net.config import load_config
+from embedding_net.errors import ConfigError
+overrides = tiny_overrides({str(omniglot_subset)!r}, {str(tmp_path)!r}, name="mirrored") + [
+    "train.distribute=mirrored", "loss.cross_replica=true", "train.epochs=1"]
+metrics = training.run(load_config(None, overrides))
+try:
+    training.run(load_config(None, overrides + ["data.classes_per_batch=7"]))
+    odd = None
+except ConfigError as error:
+    odd = str(error)
+print("RESULTS " + json.dumps({{"top1": metrics["top1_accuracy"], "odd": odd}}))
+"""
+    process = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=driver_env(), capture_output=True,
+                             text=True, timeout=TIMEOUT)
+    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert process.returncode == 0 and lines, process.stdout[-3000:] + process.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULTS "):])
+    assert 0.0 <= result["top1"] <= 1.0
+    assert "data.classes_per_batch (7) must be divisible by the number of replicas (2)" in result["odd"]
+    assert os.path.isfile(tmp_path / "mirrored" / "model.keras")

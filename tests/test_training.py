@@ -345,3 +345,10 @@ def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
     assert images.shape == (16, 28, 28, 1) and np.array_equal(labels, targets)
     with pytest.raises(ConfigError, match="needs the images in memory: set data.cache: memory"):
         setup("model.architecture=triplet", "data.cache=none")
+
+
+def test_multi_worker_without_tf_config_is_a_config_error(omniglot_subset, tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + ["train.distribute=multi_worker"])
+    with pytest.raises(ConfigError, match="train.distribute multi_worker: .*TF_CONFIG"):
+        training.run(config)
