@@ -32,13 +32,15 @@ def main():
     parser.add_argument("--data-root", default="data/omniglot")
     parser.add_argument("--configs", nargs="*", default=sorted(glob.glob("configs/omniglot*.yml")))
     parser.add_argument("--output", default="bench/results/modes.json")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="an override applied to every config")
     args = parser.parse_args()
     results = {}
     for path in args.configs:
         name = os.path.basename(path)[:-4]
         config = load_config(path, [
             f"train.epochs={args.epochs}", f"train.steps_per_epoch={args.steps}", "train.verbose=0",
-            "evaluation.plots=false", f"output.work_dir={args.work_dir}", f"data.root={args.data_root}"])
+            "evaluation.plots=false", f"output.work_dir={args.work_dir}", f"data.root={args.data_root}", *args.set])
         started = time.time()
         metrics = training.run(config)
         results[name] = {key: metrics.get(key) for key in KEYS}
