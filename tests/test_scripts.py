@@ -173,3 +173,13 @@ def test_test_py_evaluates_a_labelled_folder(trained, omniglot_subset):
     result = run_script("test.py", "--weights", f"{run_dir}/model.keras", "--encodings",
                         f"{run_dir}/encodings.npz", "--data", os.path.join(omniglot_subset, "val"))
     assert "map_at_r: " in result.stdout and "top1_accuracy: 1.0000" in result.stdout
+
+
+def test_train_py_missing_dataset_folder_exits_2_with_one_line(tmp_path):
+    result = run_script("train.py", "--set", f"data.root={tmp_path / 'nowhere'}", "--set", "data.dataset=null",
+                        "--set", f"output.work_dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    # TensorFlow's own start-up log lines may come first; ours is the one error line, and the last.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: data.root folder not found: {tmp_path / 'nowhere'}"]
+    assert result.stderr.strip().splitlines()[-1] == errors[0]

@@ -155,9 +155,10 @@ def test_interactive_tsne_many_classes_and_encodings_file(tmp_path, image_files,
     save_encodings(encodings_path, make_encodings(embeddings, labels, [f"c{i}" for i in range(45)],
                                                   [paths[i % 6] for i in range(90)]))
     out = visualization.plot_tsne_interactive(encodings_path, path=str(tmp_path / "t.html"),
-                                              thumbnails=False, max_points=50)
+                                              thumbnails=False, max_points=90)
     figure = figure_script(open(out, encoding="utf-8").read())
-    assert "c44" in figure and "data:image/png;base64" not in figure
+    shown = set(re.findall(r'\["c(\d+)"', figure))  # class names in the hover data
+    assert shown == {str(i) for i in range(45)} and "data:image/png;base64" not in figure
 
 
 def write_csv(path, header, rows):
