@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from embedding_net import mining as rules
+from embedding_net.batch_all import batch_all_sums
 from embedding_net.distributed import gather_across_replicas, scale_for_replicas
 from embedding_net.distances import check_distance, pairwise_distances, safe_sqrt
 
@@ -32,10 +33,9 @@ def triplet_loss(labels, embeddings, margin=0.2, mining_strategy="semi_hard", di
         return ops.softplus(difference) if soft_margin else ops.relu(difference + margin)
 
     if mining_strategy == "all":
-        values, valid = rules.batch_all_triplet_values(distances, labels, 0.0)
-        losses = ops.where(valid, hinge(values), ops.zeros_like(values))
-        counted = ops.cast(losses > 0, "float32") * weights[:, None, None]
-        return _safe_mean(ops.sum(losses * weights[:, None, None]), ops.sum(counted))
+        # Never the B^3 triplets at once: see embedding_net.batch_all.
+        total, active = batch_all_sums(distances, labels, margin, soft_margin, weights)
+        return _safe_mean(total, active)
     if mining_strategy == "hard":
         has_positive = ops.any(positives, axis=1)
         has_triplet = ops.logical_and(has_positive, ops.any(negatives, axis=1))

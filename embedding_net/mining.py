@@ -4,8 +4,9 @@ Each rule is defined once here. In-batch losses call them on the distances of a 
 the generators that mine with the live model call the same functions on the embeddings they
 computed. Masked entries are replaced by values that can never win a reduction, so no Python
 loop over pairs or triplets is needed and no tensor larger than B x B is built, except by
-`batch_all_triplet_values`, which is B x B x B by definition, and by `select_negatives`, which
-is [number of positive pairs, B]: P K (K - 1) x P K for a P x K batch.
+`batch_all_triplet_values`, which is B x B x B by definition (the losses and monitors use
+`embedding_net.batch_all` instead, which never builds it), and by `select_negatives`, which is
+[number of positive pairs, B]: P K (K - 1) x P K for a P x K batch.
 
 Conventions: `labels` is an integer vector [B]; `distances` is [B, B] with `distances[a, j]`
 the distance from anchor a to sample j; a positive of anchor a is another sample (j != a) of the

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from embedding_net import mining as rules
+from embedding_net.batch_all import active_fraction
 from embedding_net.distances import check_distance, pairwise_distances
 
 
@@ -78,8 +79,7 @@ class ActiveTriplets(_BatchMonitor):
         self.margin = float(margin)
 
     def batch_value(self, labels, distances):
-        values, valid = rules.batch_all_triplet_values(distances, labels, self.margin)
-        return _masked_mean(ops.cast(values > 0, "float32"), valid)
+        return active_fraction(distances, labels, self.margin)
 
     def get_config(self):
         config = super().get_config()

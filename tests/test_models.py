@@ -418,9 +418,10 @@ def test_gem_pooling_matches_the_formula_and_its_limits():
 
 
 def test_gem_model_learns_p_and_round_trips(tmp_path):
-    model = build_embedding_model("conv4", (16, 16, 1), 8, pooling="gem")
+    # 32 px leaves conv4 a 2x2 map: over a 1x1 map GeM is the identity and p gets no gradient.
+    model = build_embedding_model("conv4", (32, 32, 1), 8, pooling="gem")
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss=TripletLoss(mining="all"))
-    x = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 1)).astype("uint8")
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1)).astype("uint8")
     model.fit(x, np.repeat(np.arange(4), 2), epochs=2, verbose=0)
     p = float(model.get_layer("pooling").exponent.numpy())
     assert p != pytest.approx(3.0)

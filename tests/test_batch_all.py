@@ -1,0 +1,119 @@
+"""Batch-all sums (sorted negatives; anchor blocks for the soft margin) against loops over every
+triplet in float64, and their gradients against automatic differentiation of the B^3 form."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from embedding_net import batch_all, mining
+from embedding_net.distances import pairwise_distances
+
+
+def batch(sizes, dim=5, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.full(size, c) for c, size in enumerate(sizes)]).astype("int32")
+    order = rng.permutation(len(labels))
+    return labels[order], rng.normal(size=(len(labels), dim)).astype("float32")
+
+
+def reference_sums(labels, distances, margin, soft_margin, weights):
+    """Loops over (a, p, n) in float64: the weighted hinge sum and the weight of active triplets."""
+    d = np.asarray(distances, dtype=np.float64)
+    total = active = 0.0
+    for a in range(len(labels)):
+        for p in range(len(labels)):
+            if p == a or labels[p] != labels[a]:
+                continue
+            for n in range(len(labels)):
+                if labels[n] == labels[a]:
+                    continue
+                value = d[a, p] - d[a, n]
+                term = math.log1p(math.exp(value)) if soft_margin else max(value + margin, 0.0)
+                total += weights[a] * term
+                active += weights[a] * (1.0 if soft_margin or term > 0 else 0.0)
+    return total, active
+
+
+def dense_sums(distances, labels, margin, soft_margin, weights):
+    """The B^3 form, for automatic differentiation."""
+    values, valid = mining.batch_all_triplet_values(distances, labels, 0.0)
+    terms = ops.softplus(values) if soft_margin else ops.relu(values + margin)
+    return ops.sum(ops.where(valid, terms, 0.0) * weights[:, None, None])
+
+
+CASES = [
+    pytest.param((4, 4, 4, 4), id="4x4"),
+    pytest.param((3, 5, 1, 2, 6), id="uneven-with-singleton"),
+    pytest.param((7,), id="one-class"),
+    pytest.param((1, 1, 1), id="singletons"),
+]
+
+
+@pytest.mark.parametrize("sizes", CASES)
+@pytest.mark.parametrize("soft_margin", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sums_and_gradients_match_every_triplet(sizes, soft_margin, weighted):
+    labels, embeddings = batch(sizes)
+    weights = (np.random.default_rng(1).uniform(0.2, 2.0, len(labels)) if weighted
+               else np.ones(len(labels))).astype("float32")
+    x = tf.Variable(embeddings)
+    with tf.GradientTape(persistent=True) as tape:
+        distances = pairwise_distances(x)
+        # A block of 9 triplets forces several blocks, the last one partly padding.
+        total, active = batch_all.batch_all_sums(distances, labels, 0.7, soft_margin,
+                                                 weights if weighted else None, max_block_triplets=9 * 9)
+        dense = dense_sums(distances, labels, 0.7, soft_margin, weights)
+    expected_total, expected_active = reference_sums(labels, distances.numpy(), 0.7, soft_margin, weights)
+    np.testing.assert_allclose(float(total), expected_total, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(active), expected_active, rtol=1e-5, atol=1e-6)
+    gradient = tape.gradient(total, x)
+    expected_gradient = tape.gradient(dense, x)
+    if expected_gradient is None:  # no valid triplet: nothing depends on x
+        assert gradient is None or not np.any(gradient.numpy())
+    else:
+        np.testing.assert_allclose(gradient.numpy(), expected_gradient.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_dynamic_batch_size_in_a_traced_function():
+    labels, embeddings = batch((5, 6, 4, 3), seed=3)
+    spec = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 5], tf.float32)]
+
+    @tf.function(input_signature=spec)
+    def sums(labels, embeddings):
+        with tf.GradientTape() as tape:
+            tape.watch(embeddings)
+            distances = pairwise_distances(embeddings)
+            soft, _ = batch_all.batch_all_sums(distances, labels, 0.3, True, max_block_triplets=50)
+            hinge, active = batch_all.batch_all_sums(distances, labels, 0.3)
+            both = soft + hinge
+        return soft, hinge, active, tape.gradient(both, embeddings)
+
+    soft, hinge, active, gradient = sums(labels, embeddings)
+    distances = pairwise_distances(embeddings).numpy()
+    weights = np.ones(len(labels))
+    np.testing.assert_allclose(float(soft), reference_sums(labels, distances, 0.3, True, weights)[0], rtol=1e-5)
+    expected_hinge, expected_active = reference_sums(labels, distances, 0.3, False, weights)
+    np.testing.assert_allclose([float(hinge), float(active)], [expected_hinge, expected_active], rtol=1e-5)
+    assert np.all(np.isfinite(gradient.numpy())) and np.any(gradient.numpy())
+
+
+@pytest.mark.parametrize("sizes", CASES)
+def test_active_fraction_matches_the_triplet_values(sizes):
+    labels, embeddings = batch(sizes, seed=2)
+    distances = pairwise_distances(embeddings)
+    values, valid = mining.batch_all_triplet_values(distances, labels, 0.5)
+    valid = valid.numpy()
+    fraction, count = batch_all.active_fraction(distances, labels, 0.5)
+    assert float(count) == valid.sum()
+    expected = (values.numpy()[valid] > 0).mean() if valid.any() else 0.0
+    np.testing.assert_allclose(float(fraction), expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch_size, rows", [(4, 1), (128, 16), (256, 32), (1024, 2), (4096, 1)])
+def test_blocks_hold_at_most_an_eighth_of_the_triplets_and_the_cap(batch_size, rows):
+    assert batch_all.block_rows(batch_size) == rows
+    assert rows * batch_size ** 2 <= max(batch_size ** 3 // 8, batch_size ** 2)
+    assert rows == 1 or rows * batch_size ** 2 <= batch_all.MAX_BLOCK_TRIPLETS
