@@ -13,10 +13,9 @@ Rows (each timed after a few warm-up batches; the pipeline alone may use every c
   * in memory: `pk_dataset(images=...)`, batches gathered from the decoded array;
   * from disk: `pk_dataset(paths=...)`, every image decoded and resized per batch
     (`data.cache: none`);
-  * in memory + augment: the in-memory batches through a random affine map (rotation +-10 deg,
-    shift +-2 px, bilinear, background fill): a STAND-IN written here, the same transform as the
-    peer's --augment, because embedding_net has no augmentation implementation yet (the
-    `data.augmentation` config key is not wired to any code);
+  * in memory + augmentation: the in-memory batches through `augment_dataset` with the
+    `light` and the `default` albumentations presets (`data.augmentation`), exactly as train.py
+    builds them (per-image transforms in `tf.numpy_function`, parallel map, prefetch);
   * training: `model.fit` of conv4 (28 px, embedding 64, triplet semi-hard, Adam 1e-3, the
     collapse monitors as train.py) fed by each of the three pipelines: images consumed per
     second = steps/s x batch.
@@ -26,7 +25,6 @@ training fed from it is as fast as training fed from memory.
 """
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -61,29 +59,6 @@ def parse_args(argv=None):
     return a
 
 
-def affine_stand_in(size, fill=255.0, max_degrees=10.0, max_shift=2.0):
-    """A tf.data map: per-image random rotation and shift, bilinear, constant background fill."""
-    import tensorflow as tf
-
-    def augment(images, labels):
-        n = tf.shape(images)[0]
-        angle = tf.random.uniform([n], -1.0, 1.0) * (max_degrees * math.pi / 180.0)
-        tx = tf.random.uniform([n], -max_shift, max_shift)
-        ty = tf.random.uniform([n], -max_shift, max_shift)
-        c = (size - 1) / 2.0
-        cos, sin = tf.cos(angle), tf.sin(angle)
-        # Output pixel (x, y) samples the input at R(-angle) (p - c - t) + c.
-        transforms = tf.stack([cos, sin, c - cos * (c + tx) - sin * (c + ty),
-                               -sin, cos, c + sin * (c + tx) - cos * (c + ty),
-                               tf.zeros([n]), tf.zeros([n])], axis=1)
-        out = tf.raw_ops.ImageProjectiveTransformV3(
-            images=tf.cast(images, tf.float32), transforms=transforms, output_shape=tf.shape(images)[1:3],
-            fill_value=fill, interpolation="BILINEAR", fill_mode="CONSTANT")
-        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8), labels
-
-    return augment
-
-
 def time_iteration(dataset, batches, warmup, batch_size, min_seconds):
     """Images/s over at least `batches` batches and `min_seconds` seconds, after `warmup`."""
     it = iter(dataset)
@@ -107,6 +82,7 @@ def worker(a):
     import keras
     import tensorflow as tf
 
+    from embedding_net.augmentations import augment_dataset, build_augmentation
     from embedding_net.data import scan_image_folder
     from embedding_net.images import read_images
     from embedding_net.losses import TripletLoss
@@ -141,10 +117,11 @@ def worker(a):
         return pk_dataset(folder.labels, num_classes, p, a.images_per_class, paths=folder.paths,
                           image_size=size, channels=1, seed=a.seed)
 
-    def augmented():
-        return memory().map(affine_stand_in(a.size), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    def augmented(preset):
+        return lambda: augment_dataset(memory(), build_augmentation(preset), seed=a.seed)
 
-    makers = {"in_memory": memory, "from_disk": disk, "in_memory_augment": augmented}
+    makers = {"in_memory": memory, "from_disk": disk, "in_memory_light": augmented("light"),
+              "in_memory_default": augmented("default")}
     for key, make in makers.items():
         n = a.disk_batches if key == "from_disk" else a.batches
         rows[key] = time_iteration(make(), n, a.warmup, batch, a.min_seconds)
@@ -190,7 +167,8 @@ def main(argv=None):
     rows = js["rows"]
     labels = {"load": "load: read_images of the train split (decode + resize, once)",
               "in_memory": "pk_dataset, in memory", "from_disk": "pk_dataset, from disk (decode + resize per batch)",
-              "in_memory_augment": "pk_dataset, in memory + affine augment (bench stand-in)"}
+              "in_memory_light": "pk_dataset, in memory + augmentation `light`",
+              "in_memory_default": "pk_dataset, in memory + augmentation `default`"}
     table = []
     for key, label in labels.items():
         r = rows[key]

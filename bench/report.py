@@ -142,7 +142,9 @@ def mining_section(d):
 def pipeline_section(d):
     labels = {"load": "`read_images` of the train split (decode + resize, once)",
               "in_memory": "`pk_dataset`, in memory", "from_disk": "`pk_dataset`, from disk (decode + resize per batch)",
-              "in_memory_augment": "`pk_dataset`, in memory + affine augment (bench stand-in)"}
+              "in_memory_augment": "`pk_dataset`, in memory + affine augment (bench stand-in)",
+              "in_memory_light": "`pk_dataset`, in memory + `augmentation: light` (albumentations)",
+              "in_memory_default": "`pk_dataset`, in memory + `augmentation: default` (albumentations)"}
     rows = []
     for key, label in labels.items():
         r = d["rows"].get(key)
@@ -156,7 +158,8 @@ def pipeline_section(d):
         ["pipeline", "delivers alone (images/s)", "training fed by it (images/s)", "headroom",
          "other procs (cores)", "valid"], rows), "",
         f"{fmt(d.get('train_images'))} images of {fmt(d.get('train_classes'))} classes, batch {d.get('batch')}. "
-        "The augment row uses a transform written in bench/pipeline.py (embedding_net has none yet).", ""]
+        "Augmentation rows: `augment_dataset` with the preset, as train.py builds it "
+        "(albumentations per image in a parallel `tf.data` map).", ""]
 
 
 def inference_section(d, threshold):
