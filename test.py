@@ -2,6 +2,9 @@
 
     python test.py --weights RUN/model.keras --encodings RUN/encodings.npz --image IMG [IMG|DIR ...]
     python test.py --weights RUN/model.keras --enroll DIR --encodings OUT.npz
+
+The model runs from train.py's LiteRT copy of model.keras when it is fresh (no TensorFlow
+import: about a second instead of several), else from model.keras itself.
 """
 
 import argparse
@@ -23,6 +26,8 @@ def parse_args(argv=None):
                         "(default: the one stored in the encodings, if any)")
     parser.add_argument("--output", metavar="CSV", help="also write one row per image to this CSV file")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per image)")
+    parser.add_argument("--keras", action="store_true", help="run model.keras with TensorFlow even when "
+                        "train.py's LiteRT copy (model.tflite, faster to start) is there")
     return parser.parse_args(argv)
 
 
@@ -31,11 +36,11 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from embedding_net import encodings as enc, prediction
     from embedding_net.errors import UserError
-    from embedding_net.models import load_embedding_model
+    from embedding_net.export import load_inference_model
 
     try:
         paths = prediction.collect_image_paths(args.image) if args.image else []
-        model = load_embedding_model(args.weights)
+        model = load_inference_model(args.weights, prefer_litert=not args.keras)
         if args.enroll:
             result = enc.enroll_folder(model, args.enroll, metadata={"model": os.path.abspath(args.weights)})
             enc.save_encodings(args.encodings, result)

@@ -5,8 +5,10 @@
     configs/omniglot.yml), images/s, median of --repeats after one warm-up call;
   * test.py cold start: `python test.py --weights model.keras --encodings encodings.npz
     --image one.png` in a new process, wall time, median of --cold-runs (the files are in the
-    OS cache after the first run; the first run is reported separately). The model is the
-    untrained conv4 saved as train.py saves it; the encodings are random unit vectors for
+    OS cache after the first run; the first run is reported separately); once as users run it
+    (train.py's LiteRT copy, model.tflite, is there and fresh, so TensorFlow is not imported)
+    and once with `--keras` (model.keras through TensorFlow). The model is the untrained conv4
+    saved and exported as train.py does; the encodings are random unit vectors for
     32,460 images of 1,623 classes, the size of the default run's train + val encodings. For
     scale, the same measurement of `python -c "import tensorflow"` is given;
   * nearest-neighbour search: `embedding_net.encodings.classify` (what test.py calls, through
@@ -69,6 +71,7 @@ def worker(a):
 
     from embedding_net.callbacks import save_model_atomically
     from embedding_net.encodings import classify, embed_images, make_encodings, save_encodings
+    from embedding_net.export import export_litert
     from embedding_net.models import build_embedding_model
 
     if a.threads:
@@ -80,6 +83,7 @@ def worker(a):
     os.makedirs(ART, exist_ok=True)
     model = build_embedding_model("conv4", (28, 28, 1), a.embedding)
     save_model_atomically(model, os.path.join(ART, "model.keras"))
+    export_litert(model, os.path.join(ART, "model.keras"))
     n_ref, n_cls = 32460, 1623
     enc = make_encodings(random_unit(rng, n_ref, a.embedding), np.arange(n_ref) // 20,
                          [f"class{c:04d}" for c in range(n_cls)], [f"ref/{i}.png" for i in range(n_ref)],
@@ -164,11 +168,13 @@ def main(argv=None):
                 "min_s": min(walls) if walls else None,
                 "other_procs_cpu_cores_max": max((r["other_procs_cpu_cores"] or 0) for r in runs) if runs else None}
 
-    test_py = cold("test_py", [sys.executable, os.path.join(common.REPO, "test.py"), "--weights",
-                               os.path.join(ART, "model.keras"), "--encodings", os.path.join(ART, "encodings.npz"),
-                               "--image", os.path.join(ART, "query.png")])
-    print(f"[inference] test.py cold start: median {test_py['median_s']} s "
-          f"({test_py['runs'][0].get('error') or test_py['runs'][0]['stdout_first_line']})", flush=True)
+    test_command = [sys.executable, os.path.join(common.REPO, "test.py"), "--weights", os.path.join(ART, "model.keras"),
+                    "--encodings", os.path.join(ART, "encodings.npz"), "--image", os.path.join(ART, "query.png")]
+    test_py = cold("test_py", test_command)
+    test_py_keras = cold("test_py_keras", test_command + ["--keras"])
+    for label, r in (("", test_py), (" --keras", test_py_keras)):
+        print(f"[inference] test.py{label} cold start: median {r['median_s']} s "
+              f"({r['runs'][0].get('error') or r['runs'][0]['stdout_first_line']})", flush=True)
     import_tf = cold("import_tensorflow", [sys.executable, "-c", "import tensorflow"])
 
     def ok(v):
@@ -184,7 +190,9 @@ def main(argv=None):
                        [[label, common.fmt(r["first_s"], 2),
                          common.fmt(r["median_s"], 2), len(r["runs"]), common.fmt(r["other_procs_cpu_cores_max"], 3),
                          "yes" if ok(r["other_procs_cpu_cores_max"]) else "NO"]
-                        for label, r in (("test.py --image one.png", test_py), ("python -c 'import tensorflow'", import_tf))])
+                        for label, r in (("test.py --image one.png", test_py),
+                                         ("test.py --image one.png --keras", test_py_keras),
+                                         ("python -c 'import tensorflow'", import_tf))])
     common.print_table("nearest-class search: encodings.classify, top 5",
                        ["stored encodings", "D", "classes", "one query (ms, median)", "one query (ms, p90)",
                         f"batched ({js['search'][0]['batched_queries'] if js['search'] else '-'} queries), ms/query",
@@ -195,7 +203,8 @@ def main(argv=None):
                         for r in js["search"]])
     config = {k: v for k, v in vars(a).items() if not k.startswith("_") and k != "output"}
     common.finish(NAME, a, {"kind": NAME, "config": config, "versions": js.get("versions"), "embed": js["embed"],
-                            "search": js["search"], "test_py_cold_start": test_py, "import_tensorflow": import_tf,
+                            "search": js["search"], "test_py_cold_start": test_py, "test_py_keras_cold_start": test_py_keras,
+                            "import_tensorflow": import_tf,
                             "artifacts": os.path.relpath(ART, common.REPO)}, started)
     return 0
 

@@ -6,19 +6,13 @@ apart. Mining and losses work on the B x B matrix these functions return.
 
 from keras import ops
 
+# The names are defined with the NumPy implementations, which must not import TensorFlow.
+from embedding_net.evaluation import DISTANCES, check_distance  # noqa: F401
+
 # The expansion |a|^2 - 2 a.b + |b|^2 loses about this much, relative to |a|^2 + |b|^2, to
 # float32 rounding; anything below it is indistinguishable from an exact duplicate.
 _RELATIVE_ROUNDING = 4 * 1.1920929e-07
 
-DISTANCES = ("euclidean", "squared_euclidean", "cosine")
-
-
-def check_distance(distance):
-    """Raises a `ValueError` echoing `distance` unless it names a known distance."""
-    if distance not in DISTANCES:
-        raise ValueError(
-            f"`distance` must be one of {', '.join(DISTANCES)}. Received: {distance!r}"
-        )
 
 
 def squared_euclidean(embeddings):

@@ -14,10 +14,9 @@ import zipfile
 import numpy as np
 
 from embedding_net.atomic import atomic_path
-from embedding_net.distances import DISTANCES
 from embedding_net.data import drop_unusable, read_images, scan_image_folder
 from embedding_net.errors import EncodingsError
-from embedding_net.evaluation import class_distances, nearest_classes, squared_norms
+from embedding_net.evaluation import DISTANCES, class_distances, nearest_classes, squared_norms
 
 FORMAT_VERSION = 1
 _ARRAYS = ("embeddings", "labels", "class_names", "paths", "centroids", "metadata")

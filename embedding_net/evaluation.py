@@ -11,7 +11,17 @@ import os
 
 import numpy as np
 
-from embedding_net.distances import check_distance
+# The distance names of `embedding_net.distances` too; they live here, with the NumPy side,
+# so that classification at test time never has to import TensorFlow.
+DISTANCES = ("euclidean", "squared_euclidean", "cosine")
+
+
+def check_distance(distance):
+    """Raises a `ValueError` echoing `distance` unless it names a known distance."""
+    if distance not in DISTANCES:
+        raise ValueError(
+            f"`distance` must be one of {', '.join(DISTANCES)}. Received: {distance!r}"
+        )
 
 
 def distance_matrix(queries, references, distance="euclidean", reference_squared_norms=None):

@@ -31,7 +31,8 @@ from embedding_net.distributed import (
     worker_dir,
 )
 from embedding_net.encodings import embed_folder_images, reference_encodings, save_encodings
-from embedding_net.errors import ConfigError, DatasetError, TrainingDivergedError
+from embedding_net.errors import ConfigError, DatasetError, ModelFileError, TrainingDivergedError
+from embedding_net.export import export_litert, litert_path, manifest_path
 from embedding_net.scoring import score_folders
 from embedding_net.reports import plot_gallery, plot_tsne_pair, tsne_subsample, write_class_tables
 from embedding_net.visualization import plot_batch, plot_training_curves
@@ -397,6 +398,8 @@ def _run(config, strategy):
         return {}
     # Embedding and evaluation on the chief alone, with a model outside the strategy.
     model = _local_copy(config, model)
+    if config.train.export_litert:
+        export_seconds = write_litert_copy(model, os.path.join(work_dir, "model.keras"))
 
     embedded = {name: embed_split(config, model, folder, images)
                 for name, (folder, images) in splits.items()}
@@ -418,10 +421,26 @@ def _run(config, strategy):
         metrics["tsne_seconds"] = round(tsne_seconds, 1)
     write_encodings(config, model, splits, embedded, metrics.get("threshold"))
     metrics["train_seconds"] = round(train_seconds, 1)
+    if config.train.export_litert:
+        metrics["litert_export_seconds"] = export_seconds
     if classes is not None:
         write_class_tables(run_dir, *classes)
     atomic_write_text(os.path.join(run_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def write_litert_copy(model, keras_path):
+    """Writes model.tflite for test.py's fast start; a model LiteRT cannot convert only warns
+    (test.py then loads model.keras). Returns the seconds it took."""
+    started = time.time()
+    try:
+        export_litert(model, keras_path)
+    except ModelFileError as error:
+        for stale in (litert_path(keras_path), manifest_path(keras_path)):  # an earlier run's copy
+            if os.path.exists(stale):
+                os.remove(stale)
+        warnings.warn(f"{error}; test.py will load the .keras model with TensorFlow", stacklevel=2)
+    return round(time.time() - started, 1)
 
 
 def write_encodings(config, model, splits, embedded, threshold=None):

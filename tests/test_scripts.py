@@ -183,3 +183,23 @@ def test_train_py_missing_dataset_folder_exits_2_with_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: data.root folder not found: {tmp_path / 'nowhere'}"]
     assert result.stderr.strip().splitlines()[-1] == errors[0]
+
+
+def test_train_writes_a_litert_copy_and_test_py_answers_as_with_keras(trained, omniglot_subset):
+    from embedding_net.export import fresh_litert_copy
+
+    run_dir, _ = trained
+    assert fresh_litert_copy(f"{run_dir}/model.keras") == f"{run_dir}/model.tflite"
+    folder = os.path.join(omniglot_subset, "val", "Atlantean__character09")
+    answers = []
+    for extra in ([], ["--keras"]):
+        result = run_script("test.py", "--weights", f"{run_dir}/model.keras", "--encodings",
+                            f"{run_dir}/encodings.npz", "--image", folder, "--json", *extra)
+        assert result.returncode == 0, result.stderr
+        answers.append([json.loads(line) for line in result.stdout.splitlines()])
+    litert, keras_answers = answers
+    assert len(litert) == len(os.listdir(folder)) > 1
+    for fast, slow in zip(litert, keras_answers):
+        assert fast["image"] == slow["image"] and fast["prediction"] == slow["prediction"]
+        np.testing.assert_allclose([d["distance"] for d in fast["nearest"]],
+                                   [d["distance"] for d in slow["nearest"]], atol=1e-3)
