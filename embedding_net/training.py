@@ -399,7 +399,7 @@ def _run(config, strategy):
     # Embedding and evaluation on the chief alone, with a model outside the strategy.
     model = _local_copy(config, model)
     if config.train.export_litert:
-        export_seconds = write_litert_copy(model, os.path.join(work_dir, "model.keras"))
+        export_seconds = write_litert_copy(_float32_copy(config, model), os.path.join(work_dir, "model.keras"))
 
     embedded = {name: embed_split(config, model, folder, images)
                 for name, (folder, images) in splits.items()}
@@ -480,6 +480,22 @@ def evaluate(config, splits, embedded):
     return score_folders(val_folder, embedded[val_split], train_folder, embedded[train_split],
                          config.loss.distance, config.evaluation.knn_k, config.evaluation.episodes,
                          config.train.seed, dataset_root=config.data.root)
+
+
+def _float32_copy(config, model):
+    """`model` computing in float32: LiteRT's built-in ops have no half-precision division.
+    Built without pretrained weights (they are replaced at once by the trained ones)."""
+    if config.train.mixed_precision == "none":
+        return model
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        twin = build_embedding_model(config.model.backbone, config.model.input_shape, config.model.embedding_size,
+                                     None, config.model.pooling, config.model.invert)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def _local_copy(config, model):

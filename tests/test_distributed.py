@@ -268,7 +268,7 @@ def test_train_py_on_two_workers_writes_one_run(omniglot_subset, tmp_path):
     from conftest import tiny_overrides
     from embedding_net.models import load_embedding_model
 
-    overrides = tiny_overrides(omniglot_subset, tmp_path, name="two_workers") + [
+    overrides = tiny_overrides(omniglot_subset, tmp_path, name="two_workers", export_litert=True) + [
         "train.distribute=multi_worker", "loss.cross_replica=true", "train.epochs=2",
         "train.steps_per_epoch=3", "evaluation.plots=true"]
     command = [sys.executable, "train.py", *[arg for item in overrides for arg in ("--set", item)]]
@@ -287,7 +287,7 @@ def test_train_py_on_two_workers_writes_one_run(omniglot_subset, tmp_path):
     run_dir = tmp_path / "two_workers"
     assert sorted(os.listdir(run_dir)) == sorted(  # the other worker's folder is gone
         ["checkpoints", "config.yml", "confusion_matrix.csv", "encodings.npz", "history.csv",
-         "metrics.json", "model.keras", "per_class_accuracy.csv", "plots"])
+         "metrics.json", "model.keras", "model.tflite", "model.tflite.json", "per_class_accuracy.csv", "plots"])
     with open(run_dir / "history.csv") as handle:
         assert len(handle.read().strip().splitlines()) == 3  # header + 2 epochs
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -22,7 +22,7 @@ def run_script(*args):
 @pytest.fixture(scope="module")
 def trained(omniglot_subset, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("script_runs")
-    overrides = [arg for item in tiny_overrides(omniglot_subset, work_dir, "cli") for arg in ("--set", item)]
+    overrides = [arg for item in tiny_overrides(omniglot_subset, work_dir, "cli", export_litert=True) for arg in ("--set", item)]
     result = run_script("train.py", "--config", os.path.join(ROOT, "configs", "omniglot.yml"), *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     return os.path.join(str(work_dir), "cli"), result.stdout

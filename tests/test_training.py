@@ -189,7 +189,7 @@ def test_stop_on_non_finite_loss_records_the_step():
 def test_mixed_precision_trains_and_saves_a_float32_model(omniglot_subset, tmp_path, precision):
     import keras
 
-    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path, export_litert=True) + [
         f"train.mixed_precision={precision}", "train.epochs=1"])
     metrics = training.run(config)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
@@ -204,6 +204,13 @@ def test_mixed_precision_trains_and_saves_a_float32_model(omniglot_subset, tmp_p
     embedding = model.predict(read_image(encodings.paths[0], (28, 28), 1)[None], verbose=0)
     assert embedding.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embedding), 1.0, atol=1e-3)
+    # The LiteRT copy for test.py computes in float32 (no half-precision division there).
+    from embedding_net.export import LiteRTEmbeddingModel, fresh_litert_copy
+
+    copy = LiteRTEmbeddingModel(fresh_litert_copy(os.path.join(config.run_dir, "model.keras")))
+    tolerance = 0.05 if precision == "bfloat16" else 0.01  # bfloat16 keeps 8 bits of mantissa
+    np.testing.assert_allclose(copy.predict(read_image(encodings.paths[0], (28, 28), 1)[None]), embedding,
+                               atol=tolerance)
 
 
 def test_contrastive_loss_trains(omniglot_subset, tmp_path):
