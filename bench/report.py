@@ -142,7 +142,6 @@ def mining_section(d):
 def pipeline_section(d):
     labels = {"load": "`read_images` of the train split (decode + resize, once)",
               "in_memory": "`pk_dataset`, in memory", "from_disk": "`pk_dataset`, from disk (decode + resize per batch)",
-              "in_memory_augment": "`pk_dataset`, in memory + affine augment (bench stand-in)",
               "in_memory_light": "`pk_dataset`, in memory + `augmentation: light` (albumentations)",
               "in_memory_default": "`pk_dataset`, in memory + `augmentation: default` (albumentations)"}
     rows = []
@@ -172,13 +171,10 @@ def inference_section(d, threshold):
         [[f"conv4 28 px, embedding {e['embedding']} (`embed_images`)", e["batch"], fmt(e["images_per_sec"], 0),
           fmt(e["other_procs_cpu_cores"], 3), ok(e["other_procs_cpu_cores"])]]), ""]
     rows = []
-    for label, key in (("`test.py --image one.png` (32,460 encodings; LiteRT copy when the result has a `--keras` row)",
-                        "test_py_cold_start"),
+    for label, key in (("`test.py --image one.png` (32,460 encodings; train.py's LiteRT copy)", "test_py_cold_start"),
                        ("`test.py --image one.png --keras` (model.keras through TensorFlow)", "test_py_keras_cold_start"),
                        ("`python -c 'import tensorflow'` (for scale)", "import_tensorflow")):
-        r = d.get(key)
-        if r is None:  # results written before the row existed
-            continue
+        r = d[key]
         rows.append([label, fmt(r.get("first_s"), 2), fmt(r.get("median_s"), 2), len(r.get("runs", [])),
                      fmt(r.get("other_procs_cpu_cores_max"), 3), ok(r.get("other_procs_cpu_cores_max"))])
     lines += [markdown_table(["cold start, new process", "first run (s)", "median (s)", "runs",

@@ -60,7 +60,8 @@ def export_litert(model, keras_path):
         The path of the `.tflite` file.
 
     Raises:
-        ModelFileError: the model has an operation LiteRT's built-in set lacks.
+        ModelFileError: the model has an operation LiteRT's built-in set lacks (an earlier
+            copy of `keras_path` is removed).
     """
     import tensorflow as tf
 
@@ -72,6 +73,10 @@ def export_litert(model, keras_path):
         with contextlib.redirect_stdout(io.StringIO()):
             flatbuffer = converter.convert()
     except Exception as error:  # the converter raises several types; all mean "not convertible"
+        # An earlier copy would be stale already; removed, it cannot be mistaken for this model.
+        for stale in (litert_path(keras_path), manifest_path(keras_path)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(stale)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"cannot convert {keras_path} to LiteRT: {reason}") from None
     path = litert_path(keras_path)

@@ -1,6 +1,7 @@
 """The one reader of the config: builds data, model, loss and optimizer, trains, then writes
 the model, the encodings and the metrics into the run folder."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from embedding_net.distributed import (
 )
 from embedding_net.encodings import embed_folder_images, reference_encodings, save_encodings
 from embedding_net.errors import ConfigError, DatasetError, ModelFileError, TrainingDivergedError
-from embedding_net.export import export_litert, litert_path, manifest_path
+from embedding_net.export import export_litert
 from embedding_net.scoring import score_folders
 from embedding_net.reports import plot_gallery, plot_tsne_pair, tsne_subsample, write_class_tables
 from embedding_net.visualization import plot_batch, plot_training_curves
@@ -278,11 +279,18 @@ def run(config):
         strategy = build_strategy(config.train.distribute)
     except (ValueError, RuntimeError) as error:
         raise ConfigError(f"train.distribute {config.train.distribute}: {error}") from None
-    previous = keras.config.dtype_policy()
     # With mixed_float16, compile() wraps the optimizer in a LossScaleOptimizer by itself.
-    keras.config.set_dtype_policy(DTYPE_POLICIES[config.train.mixed_precision])
-    try:
+    with _dtype_policy(DTYPE_POLICIES[config.train.mixed_precision]):
         return _run(config, strategy)
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Keras' global dtype policy set to `name` inside the block, restored after it."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
     finally:
         keras.config.set_dtype_policy(previous)
 
@@ -302,10 +310,12 @@ def _check_distribution(config, strategy):
                           f"{config.train.pretrain_epochs}")
 
 
-def _build_model(config):
+def _build_model(config, pretrained=True):
+    """The embedding model of `config`; `pretrained=False` skips `model.weights`, for a copy
+    whose weights are set from a trained model at once."""
     return build_embedding_model(
         config.model.backbone, config.model.input_shape, config.model.embedding_size,
-        config.model.weights, config.model.pooling, config.model.invert,
+        config.model.weights if pretrained else None, config.model.pooling, config.model.invert,
         None if config.model.freeze == "none" else config.model.freeze,
     )
 
@@ -436,9 +446,6 @@ def write_litert_copy(model, keras_path):
     try:
         export_litert(model, keras_path)
     except ModelFileError as error:
-        for stale in (litert_path(keras_path), manifest_path(keras_path)):  # an earlier run's copy
-            if os.path.exists(stale):
-                os.remove(stale)
         warnings.warn(f"{error}; test.py will load the .keras model with TensorFlow", stacklevel=2)
     return round(time.time() - started, 1)
 
@@ -483,17 +490,11 @@ def evaluate(config, splits, embedded):
 
 
 def _float32_copy(config, model):
-    """`model` computing in float32: LiteRT's built-in ops have no half-precision division.
-    Built without pretrained weights (they are replaced at once by the trained ones)."""
+    """`model` computing in float32: LiteRT's built-in ops have no half-precision division."""
     if config.train.mixed_precision == "none":
         return model
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        twin = build_embedding_model(config.model.backbone, config.model.input_shape, config.model.embedding_size,
-                                     None, config.model.pooling, config.model.invert)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    with _dtype_policy("float32"):
+        twin = _build_model(config, pretrained=False)
     twin.set_weights(model.get_weights())
     return twin
 
@@ -503,7 +504,7 @@ def _local_copy(config, model):
     can embed images on its own without waiting on the other workers."""
     if config.train.distribute == "none":
         return model
-    local = _build_model(config)
+    local = _build_model(config, pretrained=False)
     local.set_weights(model.get_weights())
     return local
 

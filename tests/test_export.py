@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -131,13 +132,18 @@ def test_classifying_with_a_fresh_copy_never_imports_tensorflow(tmp_path):
 def test_training_warns_and_drops_a_stale_copy_when_conversion_fails(tmp_path, monkeypatch):
     from embedding_net import training
 
+    import tensorflow as tf
+
     model, path = saved_model(tmp_path)
     export.export_litert(model, path)
 
-    def fail(model, keras_path):
-        raise ModelFileError(f"cannot convert {keras_path} to LiteRT: no such op")
+    class FailingConverter:
+        target_spec = types.SimpleNamespace(supported_ops=None)
 
-    monkeypatch.setattr(training, "export_litert", fail)
+        def convert(self):
+            raise ValueError("'tf.RealDiv' op is neither a custom op nor a flex op")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", lambda model: FailingConverter())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         training.write_litert_copy(model, path)
