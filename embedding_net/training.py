@@ -353,6 +353,9 @@ def _run(config, strategy):
     with strategy.scope():
         setup = build_training_setup(config, model, training_set, (val_folder, val_images), start_batch)
         setup.model.compile(optimizer=build_optimizer(config.train), loss=setup.loss, metrics=setup.metrics)
+        # Left to fit, the optimizer creates its variables inside the first traced step, and
+        # TensorFlow then traces the whole step a second time; built now, it is traced once.
+        setup.model.optimizer.build(setup.model.trainable_variables)
     if isinstance(setup.train_data, PairGenerator | TripletGenerator):
         setup.train_data.epoch = resumed  # mining draws depend on the epoch
     validation = setup.val_data if config.train.validation_steps else None
