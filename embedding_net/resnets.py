@@ -9,6 +9,8 @@ Only standard Keras layers are used, so the models reload with `safe_mode=True`.
 
 import keras
 
+from embedding_net.normalization import BatchNormalization
+
 # Blocks per stage; each stage doubles the channels and (after the first) halves the resolution.
 RESNET_STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 STAGE_FILTERS = (64, 128, 256, 512)
@@ -32,7 +34,7 @@ def _conv(x, filters, kernel_size, strides, name):
 
 def _batch_norm(x, name):
     # PyTorch's defaults: eps 1e-5 and momentum 0.1, which is Keras' momentum 0.9.
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(x)
+    return BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(x)
 
 
 def _basic_block(x, filters, strides, name):
