@@ -65,4 +65,6 @@ def pretrain_classifier(embedding_model, dataset, num_classes, epochs, steps_per
     classifier.compile(optimizer=keras.optimizers.Adam(learning_rate),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    # Built before fit, or TensorFlow traces the whole train step twice (see training._run).
+    classifier.optimizer.build(classifier.trainable_variables)
     return classifier.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=verbose)
