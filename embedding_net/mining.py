@@ -5,8 +5,9 @@ the generators that mine with the live model call the same functions on the embe
 computed. Masked entries are replaced by values that can never win a reduction, so no Python
 loop over pairs or triplets is needed and no tensor larger than B x B is built, except by
 `batch_all_triplet_values`, which is B x B x B by definition (the losses and monitors use
-`embedding_net.batch_all` instead, which never builds it), and by `select_negatives`, which is
-[number of positive pairs, B]: P K (K - 1) x P K for a P x K batch.
+`embedding_net.batch_all` instead, which never builds it), by `select_negatives`, which is
+[number of positive pairs, B]: P K (K - 1) x P K for a P x K batch, and by
+`semi_hard_negative`, which is [B, M, B] for M <= 8 positives per anchor.
 
 Conventions: `labels` is an integer vector [B]; `distances` is [B, B] with `distances[a, j]`
 the distance from anchor a to sample j; a positive of anchor a is another sample (j != a) of the
@@ -88,19 +89,55 @@ def hardest_negative(distances, negatives):
     return ops.min(masked, axis=1)
 
 
+# Up to this many positives per anchor, semi-hard mining compares every negative with every
+# positive ([B, M, B], at most 8 B^2 values) instead of sorting: a P x K batch has K - 1.
+_MAX_POSITIVE_SLOTS = 8
+
+
 def semi_hard_negative(distances, positives, negatives):
     """FaceNet's rule (Schroff et al. 2015) for every anchor-positive pair (a, p).
 
     The chosen negative is the nearest n with d(a, n) > d(a, p); when no negative is farther
-    than the positive, it is the farthest negative. Negatives of each anchor are sorted once and
-    the rule becomes a binary search, so the cost is O(B^2 log B) time and O(B^2) memory.
+    than the positive, it is the farthest negative. With M = the largest number of positives of
+    an anchor, batches with M <= 8 (every P x K batch with K <= 9) compare each positive with
+    every negative of its anchor, O(B^2 M) time and memory; other batches sort the negatives of
+    each anchor once and binary-search them, O(B^2 log B) time and O(B^2) memory. Both give the
+    same choice.
 
     Returns:
         `(negative_distances, has_negative)`: float [B, B] with the chosen d(a, n) for each pair
         (meaningful where `positives` holds), and boolean [B] telling which anchors have any
         negative at all.
     """
-    del positives  # every (a, p) entry is computed; callers mask with their positive mask
+    # At least one slot: reductions over an empty axis fail; an unused slot is masked anyway.
+    slots = ops.maximum(ops.max(ops.sum(ops.cast(positives, "int32"), axis=1)), 1)
+    chosen = ops.cond(
+        ops.less_equal(slots, _MAX_POSITIVE_SLOTS),
+        lambda: _semi_hard_by_comparison(distances, positives, negatives, slots),
+        lambda: _semi_hard_by_sorting(distances, negatives),
+    )
+    return chosen, ops.any(negatives, axis=1)
+
+
+def _semi_hard_by_comparison(distances, positives, negatives, slots):
+    """`semi_hard_negative` for few positives per anchor: [B, M, B] masked reductions."""
+    # The columns of each anchor's positives, first M of every row (top_k keeps ties in order).
+    _, columns = ops.top_k(ops.cast(positives, "float32"), slots)
+    columns = ops.cast(columns, "int32")
+    in_use = ops.take_along_axis(positives, columns, axis=1)  # False past an anchor's positives
+    positive_distances = ops.take_along_axis(distances, columns, axis=1)  # [B, M]
+    to_all = distances[:, None, :]  # [B, 1, B]
+    farther = ops.logical_and(negatives[:, None, :], ops.greater(to_all, positive_distances[:, :, None]))
+    nearest_farther = ops.min(ops.where(farther, to_all, _never_wins_min(distances)), axis=2)
+    farthest = ops.max(ops.where(negatives, distances, ops.zeros_like(distances)), axis=1)
+    chosen = ops.where(ops.any(farther, axis=2), nearest_farther, farthest[:, None])  # [B, M]
+    # Back to the [B, B] layout: entry (a, columns[a, m]) gets chosen[a, m].
+    placed = ops.one_hot(columns, ops.shape(distances)[0]) * ops.cast(in_use, "float32")[:, :, None]
+    return ops.sum(placed * chosen[:, :, None], axis=1)
+
+
+def _semi_hard_by_sorting(distances, negatives):
+    """`semi_hard_negative` for any batch: sorted negatives and a binary search per row."""
     big = _never_wins_min(distances)
     negative_distances = ops.where(negatives, distances, ops.ones_like(distances) * big)
     sorted_negatives = ops.sort(negative_distances, axis=1)
@@ -118,8 +155,7 @@ def semi_hard_negative(distances, positives, negatives):
     farthest = ops.take_along_axis(
         sorted_negatives, ops.maximum(negative_count - 1, 0)[:, None], axis=1
     )
-    chosen = ops.where(has_farther, nearest_farther, farthest)
-    return chosen, ops.greater(negative_count, 0)
+    return ops.where(has_farther, nearest_farther, farthest)
 
 
 def batch_all_triplet_values(distances, labels, margin):

@@ -141,6 +141,53 @@ def test_semi_hard_negative_matches_loop(make):
     assert checked > 20  # the batches do contain positive pairs
 
 
+def many_positives(seed, tied):
+    """A batch where an anchor has 10 positives, more than the comparison path takes."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat([0, 1, 2], [11, 6, 3])).astype("int32")
+    if tied:
+        upper = np.triu(rng.integers(1, 4, size=(20, 20)), 1)
+        return labels, (upper + upper.T).astype("float32")
+    embeddings = rng.normal(size=(20, 5)).astype("float32")
+    return labels, to_numpy(pairwise_distances(embeddings, "euclidean"))
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("batch", ["p_by_k", "many_positives"])
+def test_semi_hard_negative_takes_the_path_its_batch_needs(batch, tied, monkeypatch):
+    """Up to 8 positives per anchor: [B, M, B] comparisons; more: sorting. Both match the loop."""
+    calls = []
+    for name in ("_semi_hard_by_comparison", "_semi_hard_by_sorting"):
+        original = getattr(mining, name)
+        monkeypatch.setattr(mining, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    checked = 0
+    for seed in range(3):
+        if batch == "many_positives":
+            labels, distances = many_positives(seed, tied)
+        else:
+            labels, distances = tied_distances(seed, 12) if tied else random_distances(seed)
+        checked += check_semi_hard(labels, distances)
+    expected = "_semi_hard_by_sorting" if batch == "many_positives" else "_semi_hard_by_comparison"
+    assert calls and set(calls) == {expected}
+    assert checked > 20
+
+
+def test_semi_hard_negative_in_a_graph_with_an_unknown_batch_size():
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
+    def chosen(distances, labels):
+        positives, negatives = mining.positive_mask(labels), mining.negative_mask(labels)
+        return mining.semi_hard_negative(distances, positives, negatives)[0]
+
+    for labels, distances in (random_distances(0, 12), many_positives(0, False)):
+        positives, negatives = masks(labels)
+        eager, _ = mining.semi_hard_negative(ops.convert_to_tensor(distances), positives, negatives)
+        graph = chosen(distances, labels)
+        keep = to_numpy(positives)
+        np.testing.assert_array_equal(to_numpy(graph)[keep], to_numpy(eager)[keep])
+
+
 def test_semi_hard_negative_ties_by_hand():
     """Negatives exactly as far as the positive are not "farther": FaceNet's rule is strict.
 
