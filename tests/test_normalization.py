@@ -114,6 +114,9 @@ def test_conv4_uses_it_and_round_trips_through_keras_file(tmp_path):
     model = build_embedding_model("conv4", (28, 28, 1), embedding_size=8)
     layers = [layer for layer in model.get_layer("conv4").layers if "bn" in layer.name]
     assert len(layers) == 4 and all(type(layer) is BatchNormalization for layer in layers)
+    # The batch norm after each convolution cancels a bias, so the convolutions have none.
+    convolutions = [layer for layer in model.get_layer("conv4").layers if "conv" in layer.name]
+    assert len(convolutions) == 4 and not any(layer.use_bias for layer in convolutions)
     images = np.random.default_rng(3).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
     path = str(tmp_path / "model.keras")
     model.save(path)
