@@ -17,9 +17,9 @@ collapse_monitors)` (the monitors can be left out with --no-monitors), `model.fi
 Differences that remain by design: at --size 56 the peer flattens the 3x3x64 map (576 -> 64
 projection), ours global-average-pools it (64 -> 64); the peer's convolutions have a bias, ours
 none (the batch norm after each cancels it, so both compute the same functions); ours trains
-batch norm with its closed-form gradient (embedding_net.normalization); initialisations differ (Keras Glorot vs
-PyTorch Kaiming-uniform); Adam epsilon 1e-7 (Keras) vs 1e-8; and each library applies its own
-rule of the mining name (see common.PEER_MINER).
+batch norm with its closed-form gradient (embedding_net.normalization); initialisations differ
+(Keras Glorot vs PyTorch Kaiming-uniform); Adam epsilon 1e-7 (Keras) vs 1e-8; and each library
+applies its own rule of the mining name (see common.PEER_MINER).
 
 A pair is valid only when, during both timings, other processes used at most
 --noise-threshold cores (ours: measured in the worker over the timed steps; the peer: its own

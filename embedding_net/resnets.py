@@ -4,7 +4,8 @@ The layout follows torchvision's `resnet18` / `resnet34` layer for layer (bias-f
 explicit symmetric padding, a 1x1 projection shortcut where a stage changes shape), so their
 trainable parameter counts equal torchvision's without the classifier, and the layer names
 (`conv1`, `layer2_block1_conv1`, ...) map one to one onto torchvision's state-dict keys.
-Only standard Keras layers are used, so the models reload with `safe_mode=True`.
+Besides standard Keras layers, only `embedding_net.normalization.BatchNormalization` (Keras'
+layer with a faster training gradient, registered), so the models reload with `safe_mode=True`.
 """
 
 import keras

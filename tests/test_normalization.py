@@ -9,6 +9,8 @@ from embedding_net import normalization
 from embedding_net.models import build_embedding_model
 from embedding_net.normalization import BatchNormalization
 
+_original_normalize = normalization._normalize
+
 CASES = [
     ((8, 5, 5, 3), {}),
     ((16, 7), {}),
@@ -56,8 +58,6 @@ def test_matches_keras_batch_normalization_in_training(shape, kwargs, monkeypatc
     for mine, theirs in zip(ours, reference):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
 
-
-_original_normalize = normalization._normalize
 
 
 def test_gradient_matches_finite_differences():
