@@ -1,7 +1,11 @@
 """Batch-all triplet sums without building the B^3 triplets at once.
 
 Batch-all looks at every valid triplet (a, p, n) of a batch: B^3 of them, 4 GiB of float32 per
-temporary at B = 1024. Two ways avoid that:
+temporary at B = 1024. But a triplet needs p to be a positive of a, and a P x K batch gives an
+anchor only K - 1 of them. So with M = the largest number of positives of an anchor, batches
+with M <= `mining.MAX_POSITIVE_SLOTS` (8: every P x K batch with K <= 9) compare each positive
+of an anchor with all B samples, [B, M, B] values, masked; that is the fast path for both the
+hinge and the soft margin. Batches with more positives per anchor take one of two ways:
 
 - The hinge `max(d(a, p) - d(a, n) + margin, 0)`: for a pair (a, p) it is non-zero for the
   negatives of a nearer than x = d(a, p) + margin, and sums to `k x - (sum of those k
@@ -98,16 +102,68 @@ def batch_all_sums(distances, labels, margin, soft_margin=False, sample_weight=N
     Returns:
         `(loss_sum, active_weight)`: scalars; the gradient flows through `loss_sum`.
     """
-    if soft_margin:
-        return _soft_margin_sums(distances, labels, sample_weight, max_block_triplets)
     weights = (ops.ones_like(distances[:, 0]) if sample_weight is None
                else ops.cast(ops.reshape(sample_weight, (-1,)), "float32"))
+    if soft_margin:
+        slots = rules.positive_slot_count(rules.positive_mask(labels))
+        return ops.cond(
+            ops.less_equal(slots, rules.MAX_POSITIVE_SLOTS),
+            lambda: _soft_margin_by_comparison(distances, labels, weights, slots),
+            lambda: _soft_margin_sums(distances, labels, sample_weight, max_block_triplets),
+        )
+    hinges, active = hinges_per_anchor(distances, labels, margin)
+    return ops.sum(hinges * weights), ops.sum(active * weights)
+
+
+def hinges_per_anchor(distances, labels, margin):
+    """Per anchor a: the sum of the hinge over its valid triplets (a, p, n), and how many are active.
+
+    With M = the largest number of positives of an anchor, batches with M <= 8 (every P x K
+    batch with K <= 9) compare each positive with every negative, [B, M, B] values; other
+    batches use sorted negatives and prefix sums (`negatives_nearer_than`), O(B^2) memory.
+
+    Returns:
+        `(hinge_sums, active_counts)`: float32 [B] each; the gradient flows through `hinge_sums`.
+    """
+    positives = rules.positive_mask(labels)
+    slots = rules.positive_slot_count(positives)
+    return ops.cond(
+        ops.less_equal(slots, rules.MAX_POSITIVE_SLOTS),
+        lambda: _hinges_by_comparison(distances, labels, margin, slots),
+        lambda: _hinges_by_sorting(distances, labels, margin),
+    )
+
+
+def _values_by_comparison(distances, labels, slots):
+    """d(a, p) - d(a, n) as [a, positive slot, n] values, and their valid mask."""
+    columns, in_use = rules.positive_slots(rules.positive_mask(labels), slots)
+    positive_distances = ops.take_along_axis(distances, columns, axis=1)  # [B, M]
+    values = positive_distances[:, :, None] - distances[:, None, :]
+    valid = ops.logical_and(in_use[:, :, None], rules.negative_mask(labels)[:, None, :])
+    return values, valid
+
+
+def _soft_margin_by_comparison(distances, labels, weights, slots):
+    values, valid = _values_by_comparison(distances, labels, slots)
+    valid = ops.cast(valid, "float32") * weights[:, None, None]
+    return ops.sum(ops.softplus(values) * valid), ops.sum(valid)
+
+
+def _hinges_by_comparison(distances, labels, margin, slots):
+    values, valid = _values_by_comparison(distances, labels, slots)
+    values = values + margin
+    active = ops.logical_and(valid, ops.greater(values, 0.0))
+    hinges = ops.sum(ops.where(active, values, 0.0), axis=(1, 2))
+    return hinges, ops.sum(ops.cast(active, "float32"), axis=(1, 2))
+
+
+def _hinges_by_sorting(distances, labels, margin):
     reach = distances + margin  # a negative nearer than this makes (a, p, n) active
     count, total = negatives_nearer_than(distances, labels, reach)
     # k x - sum is a sum of k non-negative terms: clamp the rounding below 0.
     hinges = ops.maximum(count * reach - total, 0.0)
-    pair_weights = ops.cast(rules.positive_mask(labels), "float32") * weights[:, None]
-    return ops.sum(hinges * pair_weights), ops.sum(count * pair_weights)
+    positives = ops.cast(rules.positive_mask(labels), "float32")
+    return ops.sum(hinges * positives, axis=1), ops.sum(count * positives, axis=1)
 
 
 def _soft_margin_sums(distances, labels, sample_weight, max_block_triplets):
@@ -153,10 +209,9 @@ def active_fraction(distances, labels, margin):
         `(fraction, valid_count)`; the fraction is 0 when there is no valid triplet.
     """
     distances = ops.stop_gradient(distances)
-    count, _ = negatives_nearer_than(distances, labels, distances + margin)
-    positives = ops.cast(rules.positive_mask(labels), "float32")
-    active = ops.sum(count * positives)
+    _, active = hinges_per_anchor(distances, labels, margin)
     # Valid triplets of a: (its positives) x (its negatives).
+    positives = ops.sum(ops.cast(rules.positive_mask(labels), "float32"), axis=1)
     negatives = ops.sum(ops.cast(rules.negative_mask(labels), "float32"), axis=1)
-    valid_count = ops.sum(ops.sum(positives, axis=1) * negatives)
-    return active / ops.maximum(valid_count, 1.0), valid_count
+    valid_count = ops.sum(positives * negatives)
+    return ops.sum(active) / ops.maximum(valid_count, 1.0), valid_count

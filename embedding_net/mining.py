@@ -89,9 +89,9 @@ def hardest_negative(distances, negatives):
     return ops.min(masked, axis=1)
 
 
-# Up to this many positives per anchor, semi-hard mining compares every negative with every
-# positive ([B, M, B], at most 8 B^2 values) instead of sorting: a P x K batch has K - 1.
-_MAX_POSITIVE_SLOTS = 8
+# Up to this many positives per anchor, semi-hard and batch-all mining compare every negative
+# with every positive ([B, M, B], at most 8 B^2 values) instead of sorting: a P x K batch has K - 1.
+MAX_POSITIVE_SLOTS = 8
 
 
 def semi_hard_negative(distances, positives, negatives):
@@ -109,22 +109,36 @@ def semi_hard_negative(distances, positives, negatives):
         (meaningful where `positives` holds), and boolean [B] telling which anchors have any
         negative at all.
     """
-    # At least one slot: reductions over an empty axis fail; an unused slot is masked anyway.
-    slots = ops.maximum(ops.max(ops.sum(ops.cast(positives, "int32"), axis=1)), 1)
+    slots = positive_slot_count(positives)
     chosen = ops.cond(
-        ops.less_equal(slots, _MAX_POSITIVE_SLOTS),
+        ops.less_equal(slots, MAX_POSITIVE_SLOTS),
         lambda: _semi_hard_by_comparison(distances, positives, negatives, slots),
         lambda: _semi_hard_by_sorting(distances, negatives),
     )
     return chosen, ops.any(negatives, axis=1)
 
 
+def positive_slot_count(positives):
+    """M, the largest number of positives of an anchor, and at least 1 (a scalar int32)."""
+    # At least one slot: reductions over an empty axis fail; an unused slot is masked anyway.
+    return ops.maximum(ops.max(ops.sum(ops.cast(positives, "int32"), axis=1)), 1)
+
+
+def positive_slots(positives, slots):
+    """The columns of each anchor's first `slots` positives, for [B, M, ...] comparisons.
+
+    Returns:
+        `(columns, in_use)`: int32 [B, M] batch indices and boolean [B, M], False in the slots
+        past an anchor's last positive (their column is then some non-positive).
+    """
+    _, columns = ops.top_k(ops.cast(positives, "float32"), slots)  # top_k keeps ties in order
+    columns = ops.cast(columns, "int32")
+    return columns, ops.take_along_axis(positives, columns, axis=1)
+
+
 def _semi_hard_by_comparison(distances, positives, negatives, slots):
     """`semi_hard_negative` for few positives per anchor: [B, M, B] masked reductions."""
-    # The columns of each anchor's positives, first M of every row (top_k keeps ties in order).
-    _, columns = ops.top_k(ops.cast(positives, "float32"), slots)
-    columns = ops.cast(columns, "int32")
-    in_use = ops.take_along_axis(positives, columns, axis=1)  # False past an anchor's positives
+    columns, in_use = positive_slots(positives, slots)
     positive_distances = ops.take_along_axis(distances, columns, axis=1)  # [B, M]
     to_all = distances[:, None, :]  # [B, 1, B]
     farther = ops.logical_and(negatives[:, None, :], ops.greater(to_all, positive_distances[:, :, None]))

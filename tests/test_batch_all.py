@@ -1,5 +1,6 @@
-"""Batch-all sums (sorted negatives; anchor blocks for the soft margin) against loops over every
-triplet in float64, and their gradients against automatic differentiation of the B^3 form."""
+"""Batch-all sums against loops over every triplet in float64, and their gradients against
+automatic differentiation of the B^3 form, on both paths: [B, M, B] comparisons (at most 8
+positives per anchor) and, beyond that, sorted negatives and anchor blocks for the soft margin."""
 
 import math
 
@@ -49,13 +50,28 @@ CASES = [
     pytest.param((3, 5, 1, 2, 6), id="uneven-with-singleton"),
     pytest.param((7,), id="one-class"),
     pytest.param((1, 1, 1), id="singletons"),
+    # More than 8 positives per anchor: the sorting and block paths.
+    pytest.param((10, 3, 1, 4), id="ten-of-a-class"),
+    pytest.param((12,), id="one-class-of-12"),
 ]
+COMPARED = ("_hinges_by_comparison", "_soft_margin_by_comparison")
+SORTED = ("_hinges_by_sorting", "_soft_margin_sums")
+
+
+def record_paths(monkeypatch):
+    """Wraps the four path functions of batch_all; returns the list of names called."""
+    calls = []
+    for name in COMPARED + SORTED:
+        original = getattr(batch_all, name)
+        monkeypatch.setattr(batch_all, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    return calls
 
 
 @pytest.mark.parametrize("sizes", CASES)
 @pytest.mark.parametrize("soft_margin", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_sums_and_gradients_match_every_triplet(sizes, soft_margin, weighted):
+def test_sums_and_gradients_match_every_triplet(sizes, soft_margin, weighted, monkeypatch):
+    calls = record_paths(monkeypatch)
     labels, embeddings = batch(sizes)
     weights = (np.random.default_rng(1).uniform(0.2, 2.0, len(labels)) if weighted
                else np.ones(len(labels))).astype("float32")
@@ -75,10 +91,13 @@ def test_sums_and_gradients_match_every_triplet(sizes, soft_margin, weighted):
         assert gradient is None or not np.any(gradient.numpy())
     else:
         np.testing.assert_allclose(gradient.numpy(), expected_gradient.numpy(), rtol=1e-4, atol=1e-5)
+    many_positives = max(sizes) - 1 > mining.MAX_POSITIVE_SLOTS
+    assert calls == [(SORTED if many_positives else COMPARED)[int(soft_margin)]]
 
 
-def test_a_dynamic_batch_size_in_a_traced_function():
-    labels, embeddings = batch((5, 6, 4, 3), seed=3)
+@pytest.mark.parametrize("sizes", [(5, 6, 4, 3), (11, 6, 4)], ids=["few-positives", "many-positives"])
+def test_a_dynamic_batch_size_in_a_traced_function(sizes):
+    labels, embeddings = batch(sizes, seed=3)
     spec = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 5], tf.float32)]
 
     @tf.function(input_signature=spec)
