@@ -375,7 +375,7 @@ def _training_config(root, classes_per_batch, cache):
 
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_fewer_than_two_usable_classes_fails_before_training(tmp_path, cache):
-    from embedding_net.training import _check_batch, load_split
+    from embedding_net.training_data import check_batch, load_split
 
     root = tmp_path / "data"
     good_class(root / "train", "a", 3)
@@ -387,12 +387,12 @@ def test_fewer_than_two_usable_classes_fails_before_training(tmp_path, cache):
         folder, _ = load_split(config, "train")
     assert len(record) == 3  # empty folder, unreadable file, class left with one image
     with pytest.raises(DatasetError) as info:
-        _check_batch(config, folder, "train")
+        check_batch(config, folder, "train")
     assert str(info.value) == f"{root / 'train'}: fewer than 2 usable classes; nothing to learn from"
 
 
 def test_fewer_classes_than_p_fails_before_training(tmp_path):
-    from embedding_net.training import _check_batch, load_split
+    from embedding_net.training_data import check_batch, load_split
 
     root = tmp_path / "data"
     for name in ("a", "b", "c"):
@@ -402,14 +402,14 @@ def test_fewer_classes_than_p_fails_before_training(tmp_path):
     with pytest.warns(UserWarning, match="excluded 1 class"):
         folder, _ = load_split(config, "train")
     with pytest.raises(ConfigError) as info:
-        _check_batch(config, folder, "train")
+        check_batch(config, folder, "train")
     assert str(info.value) == ("data.classes_per_batch must be at most the 3 usable classes of the train "
                                "split, received: 4")
 
 
 def test_the_whole_matrix_in_one_folder_still_trains(tmp_path):
     """Every case of the issue in one split: three warnings, and P x K batches of what is left."""
-    from embedding_net.training import _check_batch, batches, load_split
+    from embedding_net.training_data import batches, check_batch, load_split
 
     Image = pil_image()
     train = tmp_path / "data" / "train"
@@ -442,6 +442,6 @@ def test_the_whole_matrix_in_one_folder_still_trains(tmp_path):
     assert folder.class_names == ["formats", "plain", "ñandú"]
     np.testing.assert_array_equal(folder.class_counts(), [4, 3, 2])
     assert images.shape == (9, 28, 28, 1) and images.dtype == np.uint8
-    _check_batch(config, folder, "train")
+    check_batch(config, folder, "train")
     batch_images, batch_labels = next(iter(batches(config, folder, images, seed=0)))
     assert batch_images.shape == (6, 28, 28, 1) and sorted(set(np.asarray(batch_labels).tolist())) == [0, 1, 2]

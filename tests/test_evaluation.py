@@ -176,7 +176,7 @@ def _folder(names, labels):
 
 
 def test_training_evaluate_maps_val_names_onto_train_ids(tmp_path):
-    from embedding_net import training
+    from embedding_net import training_outputs
     from embedding_net.config import load_config
 
     rng = np.random.default_rng(1)
@@ -184,7 +184,7 @@ def test_training_evaluate_maps_val_names_onto_train_ids(tmp_path):
     val = clustered(["dog", "ant", "cat"], 3, rng)  # same names, different ids
     splits = {"train": (_folder(train[2], train[1]), None), "val": (_folder(val[2], val[1]), None)}
     config = load_config(None, [f"data.root={tmp_path}", "evaluation.episodes=0"])
-    metrics, (labels, predicted, names) = training.evaluate(config, splits, {"train": train[0], "val": val[0]})
+    metrics, (labels, predicted, names) = training_outputs.evaluate(config, splits, {"train": train[0], "val": val[0]})
     assert metrics["protocol"] == "query_vs_reference" and metrics["queries"] == 9
     assert metrics["top1_accuracy"] == 1.0 and metrics["map_at_r"] == 1.0
     assert names == ["ant", "bee", "cat", "dog"]  # the train ids
@@ -212,7 +212,7 @@ def test_write_class_tables(tmp_path):
 
 
 def test_training_evaluate_is_leave_one_out_for_unseen_classes(tmp_path):
-    from embedding_net import training
+    from embedding_net import training_outputs
     from embedding_net.config import load_config
 
     rng = np.random.default_rng(2)
@@ -220,7 +220,7 @@ def test_training_evaluate_is_leave_one_out_for_unseen_classes(tmp_path):
     val = clustered(["cat", "ant", "eel"], 4, rng)  # "cat" and "eel" are not in train
     splits = {"train": (_folder(train[2], train[1]), None), "val": (_folder(val[2], val[1]), None)}
     config = load_config(None, [f"data.root={tmp_path}", "evaluation.episodes=0"])
-    metrics, _ = training.evaluate(config, splits, {"train": train[0], "val": val[0]})
+    metrics, _ = training_outputs.evaluate(config, splits, {"train": train[0], "val": val[0]})
     assert metrics["protocol"] == "leave_one_out" and metrics["queries"] == 12
     assert metrics["top1_accuracy"] == 1.0 and metrics["roc_auc"] == 1.0
 

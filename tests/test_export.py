@@ -130,7 +130,7 @@ def test_classifying_with_a_fresh_copy_never_imports_tensorflow(tmp_path):
 
 
 def test_training_warns_and_drops_a_stale_copy_when_conversion_fails(tmp_path, monkeypatch):
-    from embedding_net import training
+    from embedding_net import training_outputs
 
     import tensorflow as tf
 
@@ -146,6 +146,6 @@ def test_training_warns_and_drops_a_stale_copy_when_conversion_fails(tmp_path, m
     monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", lambda model: FailingConverter())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        training.write_litert_copy(model, path)
+        training_outputs.write_litert_copy(model, path)
     assert any("cannot convert" in str(w.message) and "TensorFlow" in str(w.message) for w in caught)
     assert not os.path.exists(export.litert_path(path)) and not os.path.exists(export.manifest_path(path))

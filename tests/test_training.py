@@ -15,7 +15,8 @@ from embedding_net.errors import ConfigError, DatasetError
 from embedding_net.models import load_embedding_model
 from embedding_net.optimizers import RAdam
 from embedding_net.reports import tsne_subsample
-from embedding_net import training
+from embedding_net import training, training_data, training_setup
+from embedding_net.losses import BatchContrastiveLoss
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +217,8 @@ def test_mixed_precision_trains_and_saves_a_float32_model(omniglot_subset, tmp_p
 def test_contrastive_loss_trains(omniglot_subset, tmp_path):
     config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
         "loss.name=contrastive", "loss.positive_margin=0.1", "loss.negative_margin=0.9", "train.epochs=1"])
-    assert isinstance(training.build_loss(config.loss), training.BatchContrastiveLoss)
-    soft = training.build_loss(load_config(None, ["loss.soft_margin=true", "loss.mining=hard"]).loss)
+    assert isinstance(training_setup.build_loss(config.loss), BatchContrastiveLoss)
+    soft = training_setup.build_loss(load_config(None, ["loss.soft_margin=true", "loss.mining=hard"]).loss)
     assert soft.soft_margin and soft.mining == "hard"
     metrics = training.run(config)
     assert 0.0 <= metrics["top1_accuracy"] <= 1.0
@@ -227,7 +228,7 @@ def test_contrastive_loss_trains(omniglot_subset, tmp_path):
 
 def test_learning_rate_schedules():
     def rates(*overrides, steps=(0, 99, 100, 250, 999)):
-        optimizer = training.build_optimizer(load_config(None, [
+        optimizer = training_setup.build_optimizer(load_config(None, [
             "train.epochs=10", "train.steps_per_epoch=100", "train.learning_rate=0.1", *overrides]).train)
         schedule = optimizer._learning_rate
         return [float(schedule(step)) if callable(schedule) else float(schedule) for step in steps]
@@ -248,12 +249,12 @@ def test_plateau_and_early_stopping_callbacks():
 
     train = load_config(None, ["train.lr_schedule=plateau", "train.early_stopping_patience=3",
                                "train.decay_factor=0.2"]).train
-    callbacks = training.schedule_callbacks(train, "val_loss")
+    callbacks = training_setup.schedule_callbacks(train, "val_loss")
     plateau, stopping = callbacks
     assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau) and plateau.factor == 0.2
     assert isinstance(stopping, keras.callbacks.EarlyStopping) and stopping.patience == 3
     assert stopping.restore_best_weights
-    assert training.schedule_callbacks(load_config(None, []).train, "loss") == []
+    assert training_setup.schedule_callbacks(load_config(None, []).train, "loss") == []
     with pytest.raises(ConfigError, match="train.decay_factor must be < 1, received: 1.5"):
         load_config(None, ["train.decay_factor=1.5"])
 
@@ -267,12 +268,12 @@ def test_plateau_schedule_trains(omniglot_subset, tmp_path):
 
 
 def test_optimizer_options_reach_the_optimizers():
-    sgd = training.build_optimizer(load_config(None, [
+    sgd = training_setup.build_optimizer(load_config(None, [
         "train.optimizer=sgd", "train.momentum=0.8", "train.nesterov=true"]).train)
     assert sgd.momentum == pytest.approx(0.8) and sgd.nesterov is True
-    adamw = training.build_optimizer(load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.01"]).train)
+    adamw = training_setup.build_optimizer(load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.01"]).train)
     assert adamw.weight_decay == pytest.approx(0.01)
-    assert isinstance(training.build_optimizer(load_config(None, ["train.optimizer=radam"]).train), RAdam)
+    assert isinstance(training_setup.build_optimizer(load_config(None, ["train.optimizer=radam"]).train), RAdam)
 
 
 def test_csv_annotations_with_a_val_ratio_split_train_and_evaluate(omniglot_subset, tmp_path):
@@ -288,7 +289,7 @@ def test_csv_annotations_with_a_val_ratio_split_train_and_evaluate(omniglot_subs
         f"data.csv={csv_path}", f"data.root={train_root}", "data.dataset=null",
         "data.csv_path_column=file", "data.csv_label_column=character", "data.val_ratio=0.25",
         "train.epochs=1"])
-    splits = training.load_splits(config)
+    splits = training_data.load_splits(config)
     train, val = splits["train"][0], splits["val"][0]
     assert len(train) + len(val) == len(rows) and len(val) == 12 * 5  # 20 images x 0.25 per class
     assert set(val.class_names) == set(train.class_names)
@@ -298,7 +299,7 @@ def test_csv_annotations_with_a_val_ratio_split_train_and_evaluate(omniglot_subs
     # Without a CSV, the class folders of train/ are split the same way when val/ is missing.
     folders = load_config(None, tiny_overrides(os.path.dirname(train_root), tmp_path) + [
         "data.dataset=null", "data.val_split=missing", "data.val_ratio=0.25"])
-    split = training.load_splits(folders)
+    split = training_data.load_splits(folders)
     assert sorted(split) == ["missing", "train"] and len(split["missing"][0]) == 50 * 5
     with pytest.raises(ConfigError, match="encodings.splits must name splits of the data"):
         training.run(load_config(None, tiny_overrides(omniglot_subset, tmp_path, name="csv2") + [
@@ -327,9 +328,9 @@ def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
 
     def setup(*overrides):
         config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + list(overrides))
-        splits = training.load_splits(config)
+        splits = training_data.load_splits(config)
         model = build_embedding_model("conv4", (28, 28, 1), 16)
-        return model, training.build_training_setup(config, model, splits["train"], splits["val"])
+        return model, training_setup.build_training_setup(config, model, splits["train"], splits["val"])
 
     model, pairs = setup("model.architecture=siamese", "loss.name=contrastive", "loss.margin=1.0",
                          "loss.pair_mining=hard", "data.batch_size=6")
