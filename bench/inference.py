@@ -153,6 +153,9 @@ def main(argv=None):
         raise SystemExit(f"inference worker failed (rc {rc}):\n{err}")
 
     def cold(label, command):
+        # One run of test.py lasts a fraction of a second, in which a few 1/100 s clock ticks of
+        # other processes already exceed the threshold: validity is judged over the series.
+        series = common.NoiseMeter().start()
         runs = []
         for i in range(a.cold_runs):
             rc, out, err, wall, other, _ = common.run_subprocess(
@@ -166,7 +169,8 @@ def main(argv=None):
                 "runs": runs, "first_s": runs[0]["wall_s"] if runs else None,
                 "median_s": round(statistics.median(walls), 3) if walls else None,
                 "min_s": min(walls) if walls else None,
-                "other_procs_cpu_cores_max": max((r["other_procs_cpu_cores"] or 0) for r in runs) if runs else None}
+                "other_procs_cpu_cores_max": max((r["other_procs_cpu_cores"] or 0) for r in runs) if runs else None,
+                "other_procs_cpu_cores_series": series.stop()}
 
     test_command = [sys.executable, os.path.join(common.REPO, "test.py"), "--weights", os.path.join(ART, "model.keras"),
                     "--encodings", os.path.join(ART, "encodings.npz"), "--image", os.path.join(ART, "query.png")]
@@ -186,10 +190,10 @@ def main(argv=None):
                        [[f"conv4 28px, embedding {e['embedding']}", e["batch"], common.fmt(e["images_per_sec"], 0),
                          common.fmt(e["other_procs_cpu_cores"], 3), "yes" if ok(e["other_procs_cpu_cores"]) else "NO"]])
     common.print_table("cold start (new process, wall time)", ["command", "first (s)", "median (s)", "runs",
-                                                              "other procs (cores, max)", "valid"],
+                                                              "other procs (cores, over the runs)", "valid"],
                        [[label, common.fmt(r["first_s"], 2),
-                         common.fmt(r["median_s"], 2), len(r["runs"]), common.fmt(r["other_procs_cpu_cores_max"], 3),
-                         "yes" if ok(r["other_procs_cpu_cores_max"]) else "NO"]
+                         common.fmt(r["median_s"], 2), len(r["runs"]), common.fmt(r["other_procs_cpu_cores_series"], 3),
+                         "yes" if ok(r["other_procs_cpu_cores_series"]) else "NO"]
                         for label, r in (("test.py --image one.png", test_py),
                                          ("test.py --image one.png --keras", test_py_keras),
                                          ("python -c 'import tensorflow'", import_tf))])

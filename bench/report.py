@@ -175,10 +175,12 @@ def inference_section(d, threshold):
                        ("`test.py --image one.png --keras` (model.keras through TensorFlow)", "test_py_keras_cold_start"),
                        ("`python -c 'import tensorflow'` (for scale)", "import_tensorflow")):
         r = d[key]
+        # Results before the series meter judged each sub-second run alone (the max of the runs).
+        other = r.get("other_procs_cpu_cores_series", r.get("other_procs_cpu_cores_max"))
         rows.append([label, fmt(r.get("first_s"), 2), fmt(r.get("median_s"), 2), len(r.get("runs", [])),
-                     fmt(r.get("other_procs_cpu_cores_max"), 3), ok(r.get("other_procs_cpu_cores_max"))])
+                     fmt(other, 3), ok(other)])
     lines += [markdown_table(["cold start, new process", "first run (s)", "median (s)", "runs",
-                              "other procs (cores, max)", "valid"], rows), ""]
+                              "other procs (cores, over the runs)", "valid"], rows), ""]
     rows = [[fmt(r["stored"]), r["dim"], fmt(r["classes"]), fmt(r["single_query_ms_median"], 3),
              fmt(r["single_query_ms_p90"], 3), fmt(r["batched_ms_per_query"], 4),
              fmt(r["other_procs_cpu_cores"], 3), ok(r["other_procs_cpu_cores"])] for r in d["search"]]
