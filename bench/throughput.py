@@ -83,7 +83,6 @@ def result_name(a):
 def worker_ours(a):
     import embedding_net  # noqa: F401  (before TensorFlow: sets TF_ENABLE_ONEDNN_OPTS)
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from embedding_net.losses import TripletLoss

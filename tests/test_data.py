@@ -78,7 +78,7 @@ def test_scan_is_deterministic_regardless_of_creation_order(tmp_path):
 
 
 def test_non_image_hidden_and_system_files_ignored(tmp_path):
-    root = make_folder(tmp_path / "split", {"cat": 2, "dog": 2})
+    make_folder(tmp_path / "split", {"cat": 2, "dog": 2})
     junk = ["notes.txt", "labels.csv", ".hidden.png", "._img00.png", ".DS_Store", "Thumbs.db",
             "THUMBS.DB", "desktop.ini", "img.png~", "archive.zip", "noextension"]
     for name in junk:

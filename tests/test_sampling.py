@@ -1,7 +1,5 @@
 """The P x K sampler: batch structure, coverage, determinism, resumption, and both image sources."""
 
-import os
-
 import cv2
 import numpy as np
 import pytest
