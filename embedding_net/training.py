@@ -38,7 +38,7 @@ from embedding_net.generators import PairGenerator, TripletGenerator
 from embedding_net.models import build_embedding_model, load_embedding_model
 from embedding_net.pretraining import pretrain_classifier
 from embedding_net.reports import plot_tsne_pair, tsne_subsample, write_class_tables
-from embedding_net.training_data import (  # noqa: F401 (load_splits and batches: part of this module's API)
+from embedding_net.training_data import (
     batches,
     build_augmentation_from,
     check_batch,
@@ -271,21 +271,23 @@ def _check_model_keys(model):
                           f"{spec.min_input_size} pixels high and wide, received: {list(model.input_shape)}")
 
 
+def _rebuilt(config, model):
+    """A new model of `config` holding `model`'s weights, built under the dtype policy and
+    distribution strategy in force where it is called."""
+    twin = _build_model(config, pretrained=False)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def _float32_copy(config, model):
     """`model` computing in float32: LiteRT's built-in ops have no half-precision division."""
     if config.train.mixed_precision == "none":
         return model
     with _dtype_policy("float32"):
-        twin = _build_model(config, pretrained=False)
-    twin.set_weights(model.get_weights())
-    return twin
+        return _rebuilt(config, model)
 
 
 def _local_copy(config, model):
     """`model`, or an identical model outside the strategy when there is one, so the chief
     can embed images on its own without waiting on the other workers."""
-    if config.train.distribute == "none":
-        return model
-    local = _build_model(config, pretrained=False)
-    local.set_weights(model.get_weights())
-    return local
+    return model if config.train.distribute == "none" else _rebuilt(config, model)

@@ -62,10 +62,18 @@ def load_splits(config):
             for split, folder in scanned.items()}
 
 
-def batches(config, folder, images, seed, classes_per_batch=None, start_batch=0):
-    """The P x K `tf.data` pipeline over one split, in memory or decoded on the fly."""
+def batches(config, folder, images, seed, classes_per_batch=None, start_batch=0, class_names=None):
+    """The P x K `tf.data` pipeline over one split, in memory or decoded on the fly.
+
+    `class_names`, a superset of the folder's, labels the images by their index in it (for
+    example the training classes, whose ArcFace centres score the val images)."""
+    labels, class_count = folder.labels, len(folder.class_names)
+    if class_names is not None:
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = np.array([index[folder.class_names[label]] for label in folder.labels], np.int32)
+        class_count = len(class_names)
     return pk_dataset(
-        folder.labels, len(folder.class_names),
+        labels, class_count,
         classes_per_batch or config.data.classes_per_batch, config.data.images_per_class,
         images=images, paths=None if images is not None else folder.paths,
         image_size=config.model.input_shape[:2], channels=config.model.input_shape[2], seed=seed,

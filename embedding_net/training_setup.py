@@ -5,7 +5,6 @@ validation data, and the optimizer with its schedule. Part of the training layer
 import typing
 
 import keras
-import numpy as np
 
 from embedding_net.arcface import arcface_batches, build_arcface_model
 from embedding_net.augmentations import BatchAugmenter, augment_dataset
@@ -14,7 +13,6 @@ from embedding_net.generators import PairGenerator, TripletGenerator
 from embedding_net.losses import BatchContrastiveLoss, ContrastiveLoss, TripletLoss, TripletMarginLoss
 from embedding_net.models import build_siamese_model, build_triplet_model
 from embedding_net.monitors import collapse_monitors
-from embedding_net.sampling import pk_dataset
 from embedding_net.schedules import build_learning_rate, plateau_callbacks
 from embedding_net.schedules import build_optimizer as build_optimizer_by_name
 from embedding_net.training_data import batches, build_augmentation_from
@@ -37,11 +35,6 @@ class TrainingSetup(typing.NamedTuple):
     metrics: list
     train_data: object
     val_data: object
-
-
-def _remapped_labels(folder, class_names):
-    index = {name: i for i, name in enumerate(class_names)}
-    return np.array([index[folder.class_names[label]] for label in folder.labels], np.int32)
 
 
 def build_training_setup(config, model, training_set, validation_set, start_batch=0):
@@ -67,12 +60,9 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
         names = train_folder.class_names
         if val_data is not None and set(val_folder.class_names) <= set(names):
             # Validation loss needs the val images labelled with the training classes' centres.
-            val_data = pk_dataset(
-                _remapped_labels(val_folder, names), len(names),
-                min(data.classes_per_batch, len(val_folder.class_names)), data.images_per_class,
-                images=val_images, paths=None if val_images is not None else val_folder.paths,
-                image_size=config.model.input_shape[:2], channels=config.model.input_shape[2], seed=seed + 1)
-            val_data = arcface_batches(val_data)
+            val_data = arcface_batches(batches(config, val_folder, val_images, seed + 1,
+                                               min(data.classes_per_batch, len(val_folder.class_names)),
+                                               class_names=names))
         else:
             val_data = None  # new classes (e.g. Omniglot's evaluation characters) have no centre
         arcface = build_arcface_model(model, len(names), loss.scale, loss.margin)

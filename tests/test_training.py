@@ -355,6 +355,18 @@ def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
         setup("model.architecture=triplet", "data.cache=none")
 
 
+def test_batches_label_by_a_superset_of_class_names(omniglot_subset, tmp_path):
+    # ArcFace's validation batches: val images labelled by the training classes' indices.
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path))
+    folder, images = training_data.load_splits(config)["train"]
+    some = folder.subset(np.isin(folder.labels, [1, 3, 4]))
+    superset = ["zzz_unused", *folder.class_names]
+    _, labels = next(iter(training_data.batches(config, some, images[np.isin(folder.labels, [1, 3, 4])], 0,
+                                                classes_per_batch=3, class_names=superset)))
+    named = {superset[label] for label in np.asarray(labels)}
+    assert named == {folder.class_names[i] for i in (1, 3, 4)}
+
+
 def test_multi_worker_without_tf_config_is_a_config_error(omniglot_subset, tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + ["train.distribute=multi_worker"])
