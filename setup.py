@@ -27,7 +27,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["embedding_net", "embedding_net.*"]),
-    package_data={"embedding_net.datasets": ["files/omniglot/*"]},
+    package_data={"embedding_net.data.datasets": ["files/omniglot/*"]},
     install_requires=requirements(),
     extras_require={"dev": ["pytest>=8,<10"]},
 )

@@ -34,9 +34,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from embedding_net import encodings as enc, prediction
+    from embedding_net.inference import encodings as enc
+    from embedding_net.inference import prediction
     from embedding_net.errors import UserError
-    from embedding_net.export import load_inference_model
+    from embedding_net.inference.litert import load_inference_model
 
     try:
         paths = prediction.collect_image_paths(args.image) if args.image else []

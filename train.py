@@ -26,12 +26,12 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from embedding_net.config import load_config
+    from embedding_net.config.loading import load_config
     from embedding_net.errors import UserError
 
     try:
         config = load_config(args.config, args.overrides)
-        from embedding_net import training
+        from embedding_net.training import run as training
 
         metrics = training.run(config)
     except UserError as error:

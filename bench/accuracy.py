@@ -9,14 +9,14 @@ its own subprocess, then both are evaluated on the 659 Omniglot evaluation chara
   * random 20-way and 5-way 1-shot episodes (--episodes each), drawn exactly as the peer draws
     them: one numpy.random.default_rng(--episode-seed) for both settings, 20-way first, then
     5-way; per episode the characters, then per character (support drawer, query drawer). Ours
-    draws them with embedding_net.episodes.sample_episodes fed that same Generator; the sha1 of
+    draws them with embedding_net.evaluation.episodes.sample_episodes fed that same Generator; the sha1 of
     the episode indices is compared with the peer's (`episodes_sha1_16`);
   * precision@1, R-precision and MAP@R, leave-one-out over the 13,180 evaluation images.
 
-Ours uses its own functions: embedding_net.evaluation.oneshot_accuracy,
-embedding_net.episodes.episode_accuracy (95% half-width with the population std; the peer uses
+Ours uses its own functions: embedding_net.evaluation.nearest.oneshot_accuracy,
+embedding_net.evaluation.episodes.episode_accuracy (95% half-width with the population std; the peer uses
 ddof=1, a difference of 0.05% of the half-width at 1,000 episodes) and
-embedding_net.metrics.retrieval_metrics. Network, inputs, loss, batch and optimiser are those of
+embedding_net.evaluation.retrieval.retrieval_metrics. Network, inputs, loss, batch and optimiser are those of
 bench/throughput.py (conv4 28 px, embedding 64, 32 x 4, triplet semi-hard margin 0.2, Adam 1e-3
 constant: a time budget has no schedule length). Ours compiles train.py's collapse monitors
 unless --no-monitors. A budget of 0 evaluates the untrained networks.
@@ -72,7 +72,7 @@ def peer_style_episodes(n_classes, drawers, episodes, seed):
     returns {n: (support [E, n], query [E, n], sha1_16)} like peer_pml.make_episodes."""
     import numpy as np
 
-    from embedding_net.episodes import sample_episodes
+    from embedding_net.evaluation.episodes import sample_episodes
 
     labels = np.repeat(np.arange(n_classes), drawers)
     rng = np.random.default_rng(seed)
@@ -88,9 +88,9 @@ def peer_style_episodes(n_classes, drawers, episodes, seed):
 def evaluate_ours(embeddings, labels, data_dir, episodes, episode_seed):
     import numpy as np
 
-    from embedding_net.episodes import episode_accuracy
-    from embedding_net.evaluation import oneshot_accuracy
-    from embedding_net.metrics import retrieval_metrics
+    from embedding_net.evaluation.episodes import episode_accuracy
+    from embedding_net.evaluation.nearest import oneshot_accuracy
+    from embedding_net.evaluation.retrieval import retrieval_metrics
 
     t0 = time.perf_counter()
     runs, index = common.oneshot_embedding_keys(data_dir)
@@ -115,12 +115,12 @@ def worker_ours(a):
     import keras
     import tensorflow as tf
 
-    from embedding_net.encodings import embed_images
-    from embedding_net.losses import TripletLoss
-    from embedding_net.models import build_embedding_model
-    from embedding_net.monitors import collapse_monitors
-    from embedding_net.sampling import pk_dataset
-    from embedding_net.schedules import build_optimizer
+    from embedding_net.inference.encodings import embed_images
+    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.models.builders import build_embedding_model
+    from embedding_net.mining.monitors import collapse_monitors
+    from embedding_net.data.sampling import pk_dataset
+    from embedding_net.training.schedules import build_optimizer
 
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)

@@ -1,6 +1,6 @@
 """Inference: embedding throughput, test.py from a cold start, and nearest-neighbour search.
 
-  * embedding throughput: `embedding_net.encodings.embed_images` (model.predict, batch
+  * embedding throughput: `embedding_net.inference.encodings.embed_images` (model.predict, batch
     --batch 256) of random uint8 28 x 28 images through conv4 (embedding --embedding, 128 as
     configs/omniglot.yml), images/s, median of --repeats after one warm-up call;
   * test.py cold start: `python test.py --weights model.keras --encodings encodings.npz
@@ -11,8 +11,8 @@
     saved and exported as train.py does; the encodings are random unit vectors for
     32,460 images of 1,623 classes, the size of the default run's train + val encodings. For
     scale, the same measurement of `python -c "import tensorflow"` is given;
-  * nearest-neighbour search: `embedding_net.encodings.classify` (what test.py calls, through
-    embedding_net.prediction.predict_paths) of one query at a time (latency per query, median
+  * nearest-neighbour search: `embedding_net.inference.encodings.classify` (what test.py calls, through
+    embedding_net.inference.prediction.predict_paths) of one query at a time (latency per query, median
     over --queries) and of 1,000 queries at once (time per query), against --stored encodings of
     random unit vectors (D = --dim 128, 20 per class).
 """
@@ -69,10 +69,10 @@ def worker(a):
     import numpy as np
     import tensorflow as tf
 
-    from embedding_net.callbacks import save_model_atomically
-    from embedding_net.encodings import classify, embed_images, make_encodings, save_encodings
-    from embedding_net.export import export_litert
-    from embedding_net.models import build_embedding_model
+    from embedding_net.training.callbacks import save_model_atomically
+    from embedding_net.inference.encodings import classify, embed_images, make_encodings, save_encodings
+    from embedding_net.inference.litert import export_litert
+    from embedding_net.models.builders import build_embedding_model
 
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)

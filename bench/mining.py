@@ -1,7 +1,7 @@
 """The share of a training step spent in the loss and its mining, at batch 64, 256 and 1024.
 
 For each batch size B (P = B / 4 classes x K = 4 images) and each mining rule of
-embedding_net.losses.TripletLoss (all / hard / semi_hard), one subprocess trains conv4 (28 px,
+embedding_net.losses.pairs.TripletLoss (all / hard / semi_hard), one subprocess trains conv4 (28 px,
 embedding 64, Adam 1e-3) with `model.fit` over `pk_dataset` and times alternately:
 
   * the mined step: `compile(loss=TripletLoss(0.2, mining))`;
@@ -14,7 +14,7 @@ share = (mined - null) / mined, from the medians. Also timed in isolation: the l
 gradient with respect to random unit embeddings [B, 64] (a tf.function), which should be close
 to mined - null. No collapse monitors are compiled (they would add their own B x B and, for
 ActiveTriplets, a sort of B x B to both steps). Batch-all no longer builds the B x B x B
-triplets (embedding_net.batch_all): its memory grows like B^2 plus the activations. As a guard,
+triplets (embedding_net.mining.batch_all): its memory grows like B^2 plus the activations. As a guard,
 from the peak memory of the smaller batches (fitted as a B^2 term), a run whose estimated peak
 exceeds 80% of the available memory is skipped, and reported as such; the peak RSS of every run
 is in the table.
@@ -68,10 +68,10 @@ def worker(a):
     import tensorflow as tf
     from keras import ops
 
-    from embedding_net.losses import TripletLoss
-    from embedding_net.models import build_embedding_model
-    from embedding_net.sampling import pk_dataset
-    from embedding_net.schedules import build_optimizer
+    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.models.builders import build_embedding_model
+    from embedding_net.data.sampling import pk_dataset
+    from embedding_net.training.schedules import build_optimizer
 
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)

@@ -16,9 +16,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from embedding_net import training  # noqa: E402
+from embedding_net.training import run as training# noqa: E402
 from embedding_net.atomic import atomic_write_text  # noqa: E402
-from embedding_net.config import load_config  # noqa: E402
+from embedding_net.config.loading import load_config  # noqa: E402
 
 KEYS = ("oneshot_accuracy", "episodes_20way_1shot", "episodes_20way_1shot_ci95", "episodes_5way_1shot",
         "episodes_5way_1shot_ci95", "map_at_r", "train_seconds")

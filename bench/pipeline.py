@@ -2,8 +2,8 @@
 training consumes.
 
 Data: the Omniglot background set as users get it, written out by
-`embedding_net.datasets.materialize_omniglot` (19,280 PNGs of 105 x 105, cached in
-bench/cache/), decoded and resized to 28 x 28 by `embedding_net.images.read_image` (OpenCV,
+`embedding_net.data.datasets.materialize_omniglot` (19,280 PNGs of 105 x 105, cached in
+bench/cache/), decoded and resized to 28 x 28 by `embedding_net.data.images.read_image` (OpenCV,
 area interpolation). Batches: `pk_dataset`, 32 classes x 4 images.
 
 Rows (each timed after a few warm-up batches; the pipeline alone may use every core):
@@ -82,14 +82,14 @@ def worker(a):
     import keras
     import tensorflow as tf
 
-    from embedding_net.augmentations import augment_dataset, build_augmentation
-    from embedding_net.data import scan_image_folder
-    from embedding_net.images import read_images
-    from embedding_net.losses import TripletLoss
-    from embedding_net.models import build_embedding_model
-    from embedding_net.monitors import collapse_monitors
-    from embedding_net.sampling import pk_dataset
-    from embedding_net.schedules import build_optimizer
+    from embedding_net.data.augmentation import augment_dataset, build_augmentation
+    from embedding_net.data.folders import scan_image_folder
+    from embedding_net.data.images import read_images
+    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.models.builders import build_embedding_model
+    from embedding_net.mining.monitors import collapse_monitors
+    from embedding_net.data.sampling import pk_dataset
+    from embedding_net.training.schedules import build_optimizer
 
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
@@ -146,7 +146,7 @@ def main(argv=None):
     if a._worker:
         return worker(a)
     started = time.perf_counter()
-    from embedding_net.datasets import is_materialized, materialize_omniglot
+    from embedding_net.data.datasets import is_materialized, materialize_omniglot
 
     materialize_seconds = None
     if not is_materialized(a.data_root):

@@ -17,7 +17,7 @@ collapse_monitors)` (the monitors can be left out with --no-monitors), `model.fi
 Differences that remain by design: at --size 56 the peer flattens the 3x3x64 map (576 -> 64
 projection), ours global-average-pools it (64 -> 64); the peer's convolutions have a bias, ours
 none (the batch norm after each cancels it, so both compute the same functions); ours trains
-batch norm with its closed-form gradient (embedding_net.normalization); initialisations differ
+batch norm with its closed-form gradient (embedding_net.models.normalization); initialisations differ
 (Keras Glorot vs PyTorch Kaiming-uniform); Adam epsilon 1e-7 (Keras) vs 1e-8; and each library
 applies its own rule of the mining name (see common.PEER_MINER).
 
@@ -85,11 +85,11 @@ def worker_ours(a):
     import keras
     import tensorflow as tf
 
-    from embedding_net.losses import TripletLoss
-    from embedding_net.models import build_embedding_model
-    from embedding_net.monitors import collapse_monitors
-    from embedding_net.sampling import pk_dataset
-    from embedding_net.schedules import build_optimizer
+    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.models.builders import build_embedding_model
+    from embedding_net.mining.monitors import collapse_monitors
+    from embedding_net.data.sampling import pk_dataset
+    from embedding_net.training.schedules import build_optimizer
 
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)

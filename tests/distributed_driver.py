@@ -46,7 +46,7 @@ def dense_model(weights=None):
 
 
 def make_loss(name, cross_replica):
-    from embedding_net import losses
+    from embedding_net.losses import pairs as losses
 
     class_name, kwargs = LOSSES[name]
     return getattr(losses, class_name)(cross_replica=cross_replica, **kwargs)
@@ -66,7 +66,7 @@ def mirrored_equality(strategy):
     import keras
     import tensorflow as tf
 
-    from embedding_net.distributed import distribute_dataset
+    from embedding_net.training.distributed import distribute_dataset
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(P * K, FEATURES)).astype("float32")
@@ -127,7 +127,7 @@ def image_data(classes=12, per_class=4, size=16, seed=0):
 
 
 def conv_model():
-    from embedding_net.models import build_embedding_model
+    from embedding_net.models.builders import build_embedding_model
 
     return build_embedding_model("conv4", (16, 16, 1), embedding_size=8)
 
@@ -143,8 +143,8 @@ def small_image_model():
 def compile_model(model, metrics=True):
     import keras
 
-    from embedding_net.losses import TripletLoss
-    from embedding_net.monitors import collapse_monitors
+    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.mining.monitors import collapse_monitors
 
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=TripletLoss(cross_replica=True),
                   metrics=collapse_monitors() if metrics else None)
@@ -162,9 +162,9 @@ def mirrored_fit(strategy, out_dir):
     model, to keep the test short; `multi_worker` trains the real one."""
     import keras
 
-    from embedding_net.callbacks import LearningRateLogger
-    from embedding_net.distributed import check_classes_per_replica, fit_distributed
-    from embedding_net.sampling import pk_dataset
+    from embedding_net.training.callbacks import LearningRateLogger
+    from embedding_net.training.distributed import check_classes_per_replica, fit_distributed
+    from embedding_net.data.sampling import pk_dataset
 
     classes_per_batch, images_per_class, steps, epochs = 4, 4, 2, 2
     check_classes_per_replica(classes_per_batch, strategy.num_replicas_in_sync)
@@ -230,15 +230,15 @@ def multi_worker(out_dir):
     final weights written to `out_dir/weights_<index>.npz`."""
     import shutil
 
-    from embedding_net.distributed import build_strategy, is_chief, worker_dir
+    from embedding_net.training.distributed import build_strategy, is_chief, worker_dir
 
     strategy = build_strategy("multi_worker")  # first: before TensorFlow runs anything
     import keras
 
-    from embedding_net.callbacks import AtomicCheckpoint, LearningRateLogger, save_model_atomically
-    from embedding_net.distributed import check_classes_per_replica, fit_distributed
-    from embedding_net.losses import TripletLoss
-    from embedding_net.sampling import pk_dataset
+    from embedding_net.training.callbacks import AtomicCheckpoint, LearningRateLogger, save_model_atomically
+    from embedding_net.training.distributed import check_classes_per_replica, fit_distributed
+    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.data.sampling import pk_dataset
 
     task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     classes_per_batch, images_per_class, steps, epochs = 4, 2, 2, 2
@@ -287,7 +287,7 @@ def multi_worker(out_dir):
 def mirrored(out_dir):
     """`mirrored_equality` and `mirrored_fit` on two logical CPU devices, in one process."""
     devices = two_cpu_devices()
-    from embedding_net.distributed import build_strategy
+    from embedding_net.training.distributed import build_strategy
 
     strategy = build_strategy("mirrored", devices)
     return {"equality": mirrored_equality(strategy), "fit": mirrored_fit(strategy, out_dir)}

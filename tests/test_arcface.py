@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from embedding_net.arcface import ArcFace, arcface_batches, arcface_inputs, build_arcface_model
-from embedding_net.models import build_embedding_model
-from embedding_net.sampling import pk_dataset
+from embedding_net.losses.arcface import ArcFace, arcface_batches, arcface_inputs, build_arcface_model
+from embedding_net.models.builders import build_embedding_model
+from embedding_net.data.sampling import pk_dataset
 
 D, C = 6, 5
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from embedding_net.augmentations import (
+from embedding_net.data.augmentation import (
     AUGMENTATION_PRESETS,
     BatchAugmenter,
     augment_dataset,
@@ -15,7 +15,7 @@ from embedding_net.augmentations import (
     build_transform,
     list_transforms,
 )
-from embedding_net.sampling import pk_dataset
+from embedding_net.data.sampling import pk_dataset
 
 
 def character_batch(n=8, channels=1, size=28, seed=0):

@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from embedding_net.backbones import OMITTED_KERAS_APPLICATIONS, build_backbone, get_backbone, list_backbones
-from embedding_net.layers import ImagePreprocessing
-from embedding_net.models import build_embedding_model
-from embedding_net.resnets import basic_resnet
+from embedding_net.models.backbones import OMITTED_KERAS_APPLICATIONS, build_backbone, get_backbone, list_backbones
+from embedding_net.models.layers import ImagePreprocessing
+from embedding_net.models.builders import build_embedding_model
+from embedding_net.models.resnets import basic_resnet
 
 # Every network keras.applications exports, by the registry's name for it (its lowercased name).
 KERAS_APPLICATIONS = {name.lower(): getattr(keras.applications, name)

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from embedding_net import images as images_module
-from embedding_net.data import drop_unusable, find_unreadable, read_image, read_images, scan_image_folder
+from embedding_net.data import images as images_module
+from embedding_net.data.folders import drop_unusable, find_unreadable, read_image, read_images, scan_image_folder
 from embedding_net.errors import ConfigError, DatasetError
 
 # ----------------------------------------------------------------------------- helpers
@@ -367,7 +367,7 @@ def test_exif_orientation_without_pil(tmp_path):
 
 
 def _training_config(root, classes_per_batch, cache):
-    from embedding_net.config import load_config
+    from embedding_net.config.loading import load_config
 
     return load_config(None, [f"data.root={root}", f"data.classes_per_batch={classes_per_batch}",
                               "data.images_per_class=2", f"data.cache={cache}", "train.verbose=0"])
@@ -375,7 +375,7 @@ def _training_config(root, classes_per_batch, cache):
 
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_fewer_than_two_usable_classes_fails_before_training(tmp_path, cache):
-    from embedding_net.training_data import check_batch, load_split
+    from embedding_net.training.data import check_batch, load_split
 
     root = tmp_path / "data"
     good_class(root / "train", "a", 3)
@@ -392,7 +392,7 @@ def test_fewer_than_two_usable_classes_fails_before_training(tmp_path, cache):
 
 
 def test_fewer_classes_than_p_fails_before_training(tmp_path):
-    from embedding_net.training_data import check_batch, load_split
+    from embedding_net.training.data import check_batch, load_split
 
     root = tmp_path / "data"
     for name in ("a", "b", "c"):
@@ -409,7 +409,7 @@ def test_fewer_classes_than_p_fails_before_training(tmp_path):
 
 def test_the_whole_matrix_in_one_folder_still_trains(tmp_path):
     """Every case of the issue in one split: three warnings, and P x K batches of what is left."""
-    from embedding_net.training_data import batches, check_batch, load_split
+    from embedding_net.training.data import batches, check_batch, load_split
 
     Image = pil_image()
     train = tmp_path / "data" / "train"

@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from embedding_net import batch_all, mining
-from embedding_net.distances import pairwise_distances
+from embedding_net.mining import batch_all
+from embedding_net.mining import rules as mining
+from embedding_net.mining.distances import pairwise_distances
 
 
 def batch(sizes, dim=5, seed=0):

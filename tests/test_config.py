@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from embedding_net.config import (
+from embedding_net.config.loading import (
     Config,
     ConfigError,
     DataConfig,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
-from embedding_net import training
-from embedding_net.config import load_config
-from embedding_net.models import load_embedding_model
+from embedding_net.training import run as training
+from embedding_net.config.loading import load_config
+from embedding_net.models.builders import load_embedding_model
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.yml")))
 SHIPPED = {"omniglot.yml", "omniglot_batch_hard.yml", "omniglot_siamese_contrastive.yml",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from embedding_net.losses import BatchContrastiveLoss, ContrastiveLoss
+from embedding_net.losses.pairs import BatchContrastiveLoss, ContrastiveLoss
 
 
 def test_pair_contrastive_loss_matches_the_formula():

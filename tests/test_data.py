@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from embedding_net.data import (
+from embedding_net.data.folders import (
     DatasetError,
     ImageFolder,
     drop_unusable,
@@ -16,8 +16,8 @@ from embedding_net.data import (
     read_images,
     scan_image_folder,
 )
-from embedding_net.datasets import DATASETS, is_materialized, materialize_omniglot
-from embedding_net.datasets import omniglot
+from embedding_net.data.datasets import DATASETS, is_materialized, materialize_omniglot
+from embedding_net.data.datasets import omniglot
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -589,7 +589,7 @@ def test_omniglot_interrupted_while_converting_runs(tmp_path, monkeypatch):
 
 
 def test_add_rotated_classes_makes_new_classes_of_turned_images():
-    from embedding_net.data import ImageFolder, add_rotated_classes
+    from embedding_net.data.folders import ImageFolder, add_rotated_classes
 
     images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4, 1)
     folder = ImageFolder("root", ["a0", "a1", "b0"], np.array([0, 0, 1], np.int32), ["a", "b"])
@@ -605,7 +605,7 @@ def test_add_rotated_classes_makes_new_classes_of_turned_images():
 
 
 def test_add_rotated_classes_needs_square_images():
-    from embedding_net.data import ImageFolder, add_rotated_classes
+    from embedding_net.data.folders import ImageFolder, add_rotated_classes
 
     folder = ImageFolder("root", ["a0", "a1"], np.array([0, 0], np.int32), ["a"])
     with pytest.raises(DatasetError, match="square"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from embedding_net.distances import DISTANCES, check_distance, pairwise_distances
+from embedding_net.mining.distances import DISTANCES, check_distance, pairwise_distances
 
 RTOL = 1e-5
 ATOL = 1e-6

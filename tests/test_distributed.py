@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from embedding_net.distributed import STRATEGIES, build_strategy, check_classes_per_replica, read_tf_config
+from embedding_net.training.distributed import STRATEGIES, build_strategy, check_classes_per_replica, read_tf_config
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_driver.py")
 ROOT = os.path.dirname(os.path.dirname(DRIVER))
@@ -137,7 +137,7 @@ def test_fit_distributed_resumes_from_backup(mirrored):
 
 @pytest.mark.slow
 def test_multi_worker_trains_and_chief_writes_one_model(tmp_path):
-    from embedding_net.models import load_embedding_model
+    from embedding_net.models.builders import load_embedding_model
 
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = [start_driver("multi_worker", tmp_path,
@@ -240,7 +240,7 @@ class _FakeMultiWorker:
     ],
 )
 def test_chief_and_worker_dirs(cluster, task_type, task_id, chief):
-    from embedding_net.distributed import is_chief, worker_dir
+    from embedding_net.training.distributed import is_chief, worker_dir
 
     strategy = _FakeMultiWorker(cluster, task_type, task_id)
     assert is_chief(strategy) is chief
@@ -251,7 +251,7 @@ def test_chief_and_worker_dirs(cluster, task_type, task_id, chief):
 def test_none_is_the_default_strategy():
     import tensorflow as tf
 
-    from embedding_net.distributed import is_chief, worker_dir
+    from embedding_net.training.distributed import is_chief, worker_dir
 
     strategy = build_strategy("none")
     assert strategy is tf.distribute.get_strategy()
@@ -266,7 +266,7 @@ def test_none_is_the_default_strategy():
 def test_train_py_on_two_workers_writes_one_run(omniglot_subset, tmp_path):
     """The README's recipe: the same train.py command on two workers with their TF_CONFIG."""
     from conftest import tiny_overrides
-    from embedding_net.models import load_embedding_model
+    from embedding_net.models.builders import load_embedding_model
 
     overrides = tiny_overrides(omniglot_subset, tmp_path, name="two_workers", export_litert=True) + [
         "train.distribute=multi_worker", "loss.cross_replica=true", "train.epochs=2",
@@ -302,8 +302,8 @@ tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU"
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from conftest import tiny_overrides
-from embedding_net import training
-from embedding_net.config import load_config
+from embedding_net.training import run as training
+from embedding_net.config.loading import load_config
 from embedding_net.errors import ConfigError
 overrides = tiny_overrides({str(omniglot_subset)!r}, {str(tmp_path)!r}, name="mirrored") + [
     "train.distribute=mirrored", "loss.cross_replica=true", "train.epochs=1"]

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from embedding_net import encodings as encodings_module
-from embedding_net.data import read_image
-from embedding_net.encodings import (
+from embedding_net.inference import encodings as encodings_module
+from embedding_net.data.folders import read_image
+from embedding_net.inference.encodings import (
     FORMAT_VERSION,
     check_compatible,
     classify,
@@ -34,7 +34,7 @@ def sample():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from embedding_net.models import build_embedding_model
+    from embedding_net.models.builders import build_embedding_model
 
     return build_embedding_model("conv4", (16, 16, 1), 8)
 
@@ -258,7 +258,7 @@ def test_enroll_folder_skips_unreadable_file(tmp_path, tiny_model):
     ({"labels": np.array([0.0, 1.7, 1.0])}, "integer"),
 ])
 def test_crafted_files_are_rejected_cleanly(tmp_path, override, message):
-    from embedding_net.encodings import make_encodings
+    from embedding_net.inference.encodings import make_encodings
 
     enc = make_encodings(np.eye(3), [0, 1, 1], ["a", "b"], ["x", "y", "z"])
     arrays = dict(embeddings=enc.embeddings, labels=enc.labels, class_names=np.array(enc.class_names),
@@ -271,7 +271,7 @@ def test_crafted_files_are_rejected_cleanly(tmp_path, override, message):
 
 
 def test_classify_never_lists_classes_without_references():
-    from embedding_net.encodings import classify, make_encodings
+    from embedding_net.inference.encodings import classify, make_encodings
 
     enc = make_encodings(np.eye(3), [0, 2, 2], ["a", "b", "c"], list("xyz"))
     result = classify(np.eye(3)[:1], enc, top_k=5)[0]
@@ -279,7 +279,7 @@ def test_classify_never_lists_classes_without_references():
 
 
 def test_encodings_are_sorted_by_class_and_classify_matches_the_unsorted_search():
-    from embedding_net.evaluation import class_distances, distance_matrix
+    from embedding_net.evaluation.nearest import class_distances, distance_matrix
 
     rng = np.random.default_rng(3)
     embeddings = rng.normal(size=(60, 8)).astype(np.float32)

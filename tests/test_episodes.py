@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from embedding_net.episodes import episode_accuracy, sample_episodes
+from embedding_net.evaluation.episodes import episode_accuracy, sample_episodes
 
 
 def labelled_set(seed=0, classes=16, dim=6):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from embedding_net.evaluation import (
+from embedding_net.evaluation.nearest import (
     class_distances,
     distance_matrix,
     evaluate_oneshot,
@@ -170,14 +170,14 @@ def clustered(names_order, per_class, rng, dim=8, spread=0.05):
 
 
 def _folder(names, labels):
-    from embedding_net.data import ImageFolder
+    from embedding_net.data.folders import ImageFolder
 
     return ImageFolder("root", [f"{names[l]}/{i}.png" for i, l in enumerate(labels)], np.asarray(labels), names)
 
 
 def test_training_evaluate_maps_val_names_onto_train_ids(tmp_path):
-    from embedding_net import training_outputs
-    from embedding_net.config import load_config
+    from embedding_net.training import outputs as training_outputs
+    from embedding_net.config.loading import load_config
 
     rng = np.random.default_rng(1)
     train = clustered(["ant", "bee", "cat", "dog"], 5, rng)
@@ -195,7 +195,7 @@ def test_training_evaluate_maps_val_names_onto_train_ids(tmp_path):
 def test_write_class_tables(tmp_path):
     import csv
 
-    from embedding_net.reports import write_class_tables
+    from embedding_net.viz.reports import write_class_tables
 
     labels, predicted = np.array([0, 0, 2, 2, 2]), np.array([0, 1, 2, 2, 0])
     write_class_tables(str(tmp_path), labels, predicted, ["a", "b,c", "d"])
@@ -212,8 +212,8 @@ def test_write_class_tables(tmp_path):
 
 
 def test_training_evaluate_is_leave_one_out_for_unseen_classes(tmp_path):
-    from embedding_net import training_outputs
-    from embedding_net.config import load_config
+    from embedding_net.training import outputs as training_outputs
+    from embedding_net.config.loading import load_config
 
     rng = np.random.default_rng(2)
     train = clustered(["ant", "bee"], 4, rng)
@@ -226,7 +226,7 @@ def test_training_evaluate_is_leave_one_out_for_unseen_classes(tmp_path):
 
 
 def test_score_split_query_vs_reference_hand_case():
-    from embedding_net.scoring import score_split
+    from embedding_net.evaluation.scoring import score_split
 
     reference = (np.array([[0.0], [10.0], [20.0]]), np.array([0, 1, 2]))
     queries, labels = np.array([[9.0], [1.0], [12.0], [18.0]]), np.array([1, 0, 1, 0])
@@ -238,7 +238,7 @@ def test_score_split_query_vs_reference_hand_case():
 
 
 def test_score_split_leave_one_out_hand_case():
-    from embedding_net.scoring import score_split
+    from embedding_net.evaluation.scoring import score_split
 
     # Class 0: 0, 1; class 1: 5, 2.4; class 2: a single image at 100.
     embeddings, labels = np.array([[0.0], [5.0], [1.0], [2.4], [100.0]]), np.array([0, 1, 0, 1, 2])
@@ -251,7 +251,7 @@ def test_score_split_leave_one_out_hand_case():
 
 
 def test_score_split_runs_episodes_when_enough_classes():
-    from embedding_net.scoring import score_split
+    from embedding_net.evaluation.scoring import score_split
 
     rng = np.random.default_rng(3)
     names = [f"c{i}" for i in range(25)]

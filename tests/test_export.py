@@ -10,9 +10,9 @@ import warnings
 import numpy as np
 import pytest
 
-from embedding_net import export
+from embedding_net.inference import litert as export
 from embedding_net.errors import ModelFileError
-from embedding_net.models import build_embedding_model
+from embedding_net.models.builders import build_embedding_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,7 @@ def test_a_tflite_path_is_used_as_it_is_and_errors_name_the_file(tmp_path):
 
 
 def test_classifying_with_a_fresh_copy_never_imports_tensorflow(tmp_path):
-    from embedding_net.encodings import make_encodings, save_encodings
+    from embedding_net.inference.encodings import make_encodings, save_encodings
 
     model, path = saved_model(tmp_path)
     export.export_litert(model, path)
@@ -130,7 +130,7 @@ def test_classifying_with_a_fresh_copy_never_imports_tensorflow(tmp_path):
 
 
 def test_training_warns_and_drops_a_stale_copy_when_conversion_fails(tmp_path, monkeypatch):
-    from embedding_net import training_outputs
+    from embedding_net.training import outputs as training_outputs
 
     import tensorflow as tf
 

@@ -5,12 +5,12 @@ import keras
 import numpy as np
 import pytest
 
-from embedding_net import mining
-from embedding_net.data import ImageFolder
-from embedding_net.distances import pairwise_distances
-from embedding_net.generators import PairGenerator, TripletGenerator
-from embedding_net.losses import ContrastiveLoss, TripletMarginLoss
-from embedding_net.models import build_embedding_model, build_siamese_model, build_triplet_model
+from embedding_net.mining import rules as mining
+from embedding_net.data.folders import ImageFolder
+from embedding_net.mining.distances import pairwise_distances
+from embedding_net.training.generators import PairGenerator, TripletGenerator
+from embedding_net.losses.pairs import ContrastiveLoss, TripletMarginLoss
+from embedding_net.models.builders import build_embedding_model, build_siamese_model, build_triplet_model
 
 SHAPE = (28, 28, 1)
 RNG = np.random.default_rng(0)

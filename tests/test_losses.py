@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from embedding_net.losses import TripletLoss, triplet_loss
+from embedding_net.losses.pairs import TripletLoss, triplet_loss
 
 MININGS = ("all", "hard", "semi_hard")
 DISTANCES = ("euclidean", "squared_euclidean", "cosine")
@@ -417,7 +417,7 @@ def test_soft_margin_round_trips_and_trains_with_weights():
 
 # ----------------------------------------------------------------------------- cross_replica
 
-from embedding_net.losses import BatchContrastiveLoss  # noqa: E402  (appended section)
+from embedding_net.losses.pairs import BatchContrastiveLoss  # noqa: E402  (appended section)
 
 
 @pytest.mark.parametrize(

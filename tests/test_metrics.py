@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from embedding_net import metrics
-from embedding_net.metrics import (
+from embedding_net.evaluation import retrieval as metrics
+from embedding_net.evaluation.retrieval import (
     confusion_matrix,
     knn_predict,
     knn_vote_accuracy,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from embedding_net import mining
-from embedding_net.distances import pairwise_distances
+from embedding_net.mining import rules as mining
+from embedding_net.mining.distances import pairwise_distances
 
 
 def to_numpy(tensor):

@@ -4,16 +4,16 @@ import keras
 import numpy as np
 import pytest
 
-from embedding_net.backbones import (
+from embedding_net.models.backbones import (
     BackboneSpec,
     build_backbone,
     get_backbone,
     list_backbones,
     register_backbone,
 )
-from embedding_net.layers import PREPROCESSING_MODES, ImagePreprocessing, L2Normalization
-from embedding_net.losses import TripletLoss
-from embedding_net.models import build_embedding_model, load_embedding_model
+from embedding_net.models.layers import PREPROCESSING_MODES, ImagePreprocessing, L2Normalization
+from embedding_net.losses.pairs import TripletLoss
+from embedding_net.models.builders import build_embedding_model, load_embedding_model
 
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68])
 TORCH_MEAN = np.array([0.485, 0.456, 0.406])
@@ -404,7 +404,7 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
 
 
 def test_gem_pooling_matches_the_formula_and_its_limits():
-    from embedding_net.layers import GeneralizedMeanPooling
+    from embedding_net.models.layers import GeneralizedMeanPooling
 
     x = np.random.default_rng(0).uniform(0.1, 2.0, (2, 3, 4, 5)).astype("float32")
     for p in (1.0, 3.0):

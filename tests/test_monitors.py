@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from embedding_net.monitors import ActiveTriplets, NegativeDistance, PositiveDistance, collapse_monitors
+from embedding_net.mining.monitors import ActiveTriplets, NegativeDistance, PositiveDistance, collapse_monitors
 
 
 def brute_force(labels, embeddings, margin):
@@ -42,7 +42,7 @@ def test_batch_without_pairs_adds_nothing():
 
 def test_monitors_in_fit_and_config_round_trip():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    from embedding_net.losses import TripletLoss
+    from embedding_net.losses.pairs import TripletLoss
 
     model.compile(optimizer="adam", loss=TripletLoss(), metrics=collapse_monitors())
     x = np.random.default_rng(1).normal(size=(8, 4)).astype("float32")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from embedding_net import normalization
-from embedding_net.models import build_embedding_model
-from embedding_net.normalization import BatchNormalization
+from embedding_net.models import normalization
+from embedding_net.models.builders import build_embedding_model
+from embedding_net.models.normalization import BatchNormalization
 
 _original_normalize = normalization._normalize
 

@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from embedding_net.optimizers import RAdam  # noqa: E402
+from embedding_net.training.radam import RAdam  # noqa: E402
 
 
 def reference_radam(params, grads_per_step, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7,

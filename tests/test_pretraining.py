@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from embedding_net.models import build_embedding_model
-from embedding_net.pretraining import build_classifier_model, pretrain_classifier
-from embedding_net.sampling import pk_dataset
+from embedding_net.models.builders import build_embedding_model
+from embedding_net.training.pretraining import build_classifier_model, pretrain_classifier
+from embedding_net.data.sampling import pk_dataset
 
 NUM_CLASSES = 4
 

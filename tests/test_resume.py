@@ -89,7 +89,7 @@ def test_a_changed_config_does_not_resume_silently(omniglot_subset, tmp_path):
     run_dir = tmp_path / "changed"
     (run_dir / "backup").mkdir(parents=True)
     (run_dir / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
-    from embedding_net.config import load_config, save_config
+    from embedding_net.config.loading import load_config, save_config
 
     save_config(load_config(None, tiny_overrides(omniglot_subset, tmp_path, "changed")), str(run_dir / "config.yml"))
     result = run(train_command(omniglot_subset, tmp_path, "changed"))

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from embedding_net.data import read_image
-from embedding_net.sampling import class_table, pk_dataset, pk_index_dataset
+from embedding_net.data.folders import read_image
+from embedding_net.data.sampling import class_table, pk_dataset, pk_index_dataset
 
 # Class 4 has fewer images than K, class 5 has none; labels are shuffled so that a class's
 # images are not contiguous.

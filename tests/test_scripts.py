@@ -86,7 +86,7 @@ def test_enroll_recognises_new_classes_with_one_image_each(trained, tmp_path):
 @pytest.mark.parametrize("case", ["missing_image", "not_an_image", "not_a_model", "wrong_dimension",
                                   "not_encodings"])
 def test_test_py_user_errors_exit_2_with_one_line(trained, tmp_path, case, omniglot_subset):
-    from embedding_net.encodings import make_encodings, save_encodings
+    from embedding_net.inference.encodings import make_encodings, save_encodings
 
     run_dir, _ = trained
     image = os.path.join(omniglot_subset, "val", "Atlantean__character09", "1019_08.png")
@@ -186,7 +186,7 @@ def test_train_py_missing_dataset_folder_exits_2_with_one_line(tmp_path):
 
 
 def test_train_writes_a_litert_copy_and_test_py_answers_as_with_keras(trained, omniglot_subset):
-    from embedding_net.export import fresh_litert_copy
+    from embedding_net.inference.litert import fresh_litert_copy
 
     run_dir, _ = trained
     assert fresh_litert_copy(f"{run_dir}/model.keras") == f"{run_dir}/model.tflite"

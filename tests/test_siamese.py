@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from embedding_net.layers import PairDistance
-from embedding_net.losses import ContrastiveLoss
-from embedding_net.models import build_embedding_model, build_siamese_model, build_triplet_model, load_embedding_model
+from embedding_net.models.layers import PairDistance
+from embedding_net.losses.pairs import ContrastiveLoss
+from embedding_net.models.builders import build_embedding_model, build_siamese_model, build_triplet_model, load_embedding_model
 
 RNG = np.random.default_rng(0)
 FIRST = RNG.integers(0, 256, (6, 16, 16, 1)).astype("uint8")

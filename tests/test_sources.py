@@ -1,4 +1,4 @@
-"""Issue #3: CSV annotation files and per-class val splits (`embedding_net.sources`)."""
+"""Issue #3: CSV annotation files and per-class val splits (`embedding_net.data.sources`)."""
 
 import os
 import warnings
@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from embedding_net.data import ImageFolder, scan_image_folder
+from embedding_net.data.folders import ImageFolder, scan_image_folder
 from embedding_net.errors import DatasetError
-from embedding_net.sources import read_csv_annotations, split_by_class
+from embedding_net.data.sources import read_csv_annotations, split_by_class
 
 
 def imwrite(path, value=0):

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
-from embedding_net.config import load_config
-from embedding_net.encodings import load_encodings
+from embedding_net.config.loading import load_config
+from embedding_net.inference.encodings import load_encodings
 from embedding_net.errors import ConfigError, DatasetError
-from embedding_net.models import load_embedding_model
-from embedding_net.optimizers import RAdam
-from embedding_net.reports import tsne_subsample
-from embedding_net import training, training_data, training_setup
-from embedding_net.losses import BatchContrastiveLoss
+from embedding_net.models.builders import load_embedding_model
+from embedding_net.training.radam import RAdam
+from embedding_net.viz.reports import tsne_subsample
+from embedding_net.training import run as training
+from embedding_net.training import data as training_data
+from embedding_net.training import setup as training_setup
+from embedding_net.losses.pairs import BatchContrastiveLoss
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def test_run_writes_the_contract_files(tiny_run):
     assert encodings.metadata["threshold"] == pytest.approx(saved["threshold"])
     assert saved["top1_accuracy"] <= saved["top5_accuracy"]
     # The subset keeps exactly the official runs drawn from the Atlantean alphabet.
-    from embedding_net.datasets.omniglot import ONESHOT_FILE, SOURCE_DIR
+    from embedding_net.data.datasets.omniglot import ONESHOT_FILE, SOURCE_DIR
 
     with open(os.path.join(SOURCE_DIR, ONESHOT_FILE)) as handle:
         runs = json.load(handle)["runs"]
@@ -84,7 +86,7 @@ def test_encodings_cover_train_and_val_and_match_the_model(tiny_run):
     with zipfile.ZipFile(model_path) as archive:  # exported without optimizer state
         assert not json.loads(archive.read("config.json")).get("compile_config")
     model = load_embedding_model(model_path)
-    from embedding_net.data import read_image
+    from embedding_net.data.folders import read_image
 
     index = 1234
     image = read_image(encodings.paths[index], (28, 28), 1)
@@ -175,7 +177,7 @@ def test_stop_on_non_finite_loss_records_the_step():
     import keras
     from keras import ops
 
-    from embedding_net.callbacks import StopOnNonFiniteLoss
+    from embedding_net.training.callbacks import StopOnNonFiniteLoss
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     # The loss is finite while the weights are, and the huge learning rate breaks them at once.
@@ -199,14 +201,14 @@ def test_mixed_precision_trains_and_saves_a_float32_model(omniglot_subset, tmp_p
         assert all(np.isfinite(float(row["loss"])) for row in csv.DictReader(handle))
     model = load_embedding_model(os.path.join(config.run_dir, "model.keras"))
     assert model.get_layer("projection").dtype_policy.name == f"mixed_{precision}"
-    from embedding_net.data import read_image
+    from embedding_net.data.folders import read_image
 
     encodings = load_encodings(os.path.join(config.run_dir, "encodings.npz"))
     embedding = model.predict(read_image(encodings.paths[0], (28, 28), 1)[None], verbose=0)
     assert embedding.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embedding), 1.0, atol=1e-3)
     # The LiteRT copy for test.py computes in float32 (no half-precision division there).
-    from embedding_net.export import LiteRTEmbeddingModel, fresh_litert_copy
+    from embedding_net.inference.litert import LiteRTEmbeddingModel, fresh_litert_copy
 
     copy = LiteRTEmbeddingModel(fresh_litert_copy(os.path.join(config.run_dir, "model.keras")))
     tolerance = 0.05 if precision == "bfloat16" else 0.01  # bfloat16 keeps 8 bits of mantissa
@@ -322,9 +324,9 @@ def test_pretraining_and_augmentation_run_through_the_config(omniglot_subset, tm
 def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
     import keras
 
-    from embedding_net.generators import PairGenerator, TripletGenerator
-    from embedding_net.losses import ContrastiveLoss, TripletMarginLoss
-    from embedding_net.models import build_embedding_model
+    from embedding_net.training.generators import PairGenerator, TripletGenerator
+    from embedding_net.losses.pairs import ContrastiveLoss, TripletMarginLoss
+    from embedding_net.models.builders import build_embedding_model
 
     def setup(*overrides):
         config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + list(overrides))

@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from embedding_net.evaluation import distance_matrix
-from embedding_net.verification import pair_distances, sample_pairs, verification_metrics
+from embedding_net.evaluation.nearest import distance_matrix
+from embedding_net.evaluation.verification import pair_distances, sample_pairs, verification_metrics
 
 
 def brute_verification(distances, same):

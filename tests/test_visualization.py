@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from embedding_net import galleries, visualization
-from embedding_net.encodings import make_encodings, save_encodings
+from embedding_net.viz import galleries
+from embedding_net.viz import maps as visualization
+from embedding_net.inference.encodings import make_encodings, save_encodings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -73,7 +74,7 @@ def clustered(n, classes, dims, seed=0):
 
 
 def test_import_is_light():
-    code = ("import sys, embedding_net.visualization; "
+    code = ("import sys, embedding_net.viz.maps; "
             "print([m for m in ('matplotlib', 'plotly', 'sklearn', 'keras') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
@@ -266,7 +267,7 @@ def test_plot_triplets_and_pairs(tmp_path):
 
 
 def test_precomputed_points_are_drawn_as_given(tmp_path):
-    from embedding_net.visualization import plot_tsne, plot_tsne_interactive
+    from embedding_net.viz.maps import plot_tsne, plot_tsne_interactive
 
     embeddings = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     points = np.arange(12, dtype=np.float32).reshape(6, 2)

@@ -1,0 +1,337 @@
+"""Experiment configuration: YAML -> validated, frozen dataclasses.
+
+Precedence: defaults < the YAML file < `--set section.key=value` overrides (values parsed as
+YAML, so `--set train.epochs=3` gives an int and `--set model.weights=null` gives None).
+Every error is a `ConfigError` with a one-line message naming the key and the received value.
+Only `embedding_net.training.run` reads these objects; library classes take plain arguments.
+"""
+
+import dataclasses
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+from embedding_net.atomic import atomic_write_text
+from embedding_net.errors import ConfigError
+
+
+def _choice(*values):
+    return {"choices": values}
+
+
+def _at_least(minimum):
+    return {"min": minimum}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "conv4"
+    input_shape: typing.Tuple[int, int, int] = field(default=(28, 28, 1), metadata=_at_least(1))
+    embedding_size: int = field(default=64, metadata=_at_least(1))
+    weights: typing.Optional[str] = None
+    pooling: str = field(default="avg", metadata=_choice("avg", "max", "gem"))
+    invert: bool = False
+    freeze: typing.Union[int, str] = "none"
+    architecture: str = field(default="embedding", metadata=_choice("embedding", "siamese", "triplet"))
+    siamese_head: str = field(default="euclidean", metadata=_choice("euclidean", "l1"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/omniglot"
+    dataset: typing.Optional[str] = field(default=None, metadata=_choice(None, "omniglot"))
+    train_split: str = "train"
+    val_split: str = "val"
+    classes_per_batch: int = field(default=32, metadata=_at_least(2))
+    images_per_class: int = field(default=4, metadata=_at_least(2))
+    cache: str = field(default="auto", metadata=_choice("auto", "memory", "none"))
+    cache_max_gb: float = field(default=4.0, metadata=_at_least(0.0))
+    rotate_classes: bool = False
+    csv: typing.Optional[str] = None
+    csv_path_column: str = "path"
+    csv_label_column: str = "label"
+    csv_split_column: typing.Optional[str] = None
+    val_ratio: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
+    augmentation: str = field(default="none", metadata=_choice("none", "light", "default"))
+    transforms: typing.Tuple[dict, ...] = ()
+    batch_size: typing.Optional[int] = field(default=None, metadata=_at_least(2))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = field(default="triplet", metadata=_choice("triplet", "contrastive", "binary_crossentropy", "arcface"))
+    mining: str = field(default="semi_hard", metadata=_choice("all", "hard", "semi_hard"))
+    pair_mining: str = field(default="random", metadata=_choice("random", "hard"))
+    negatives_selection_mode: str = field(
+        default="semihard", metadata=_choice("random", "hardest", "random_hard", "semihard"))
+    margin: float = field(default=0.2, metadata=_at_least(0.0))
+    scale: float = field(default=30.0, metadata={"min": 0.0, "exclusive": True})
+    soft_margin: bool = False
+    cross_replica: bool = False
+    positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
+    negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
+    distance: str = field(
+        default="euclidean", metadata=_choice("euclidean", "squared_euclidean", "cosine")
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=10, metadata=_at_least(1))
+    steps_per_epoch: int = field(default=200, metadata=_at_least(1))
+    validation_steps: int = field(default=20, metadata=_at_least(0))
+    optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", "sgd", "rmsprop", "radam"))
+    learning_rate: float = field(default=1e-3, metadata={"min": 0.0, "exclusive": True})
+    momentum: float = field(default=0.9, metadata=_at_least(0.0))
+    nesterov: bool = False
+    weight_decay: float = field(default=0.004, metadata=_at_least(0.0))
+    lr_schedule: str = field(default="cosine", metadata=_choice("constant", "cosine", "step", "plateau"))
+    warmup_epochs: int = field(default=0, metadata=_at_least(0))
+    decay_factor: float = field(default=0.5, metadata={"min": 0.0, "exclusive": True})
+    step_size: int = field(default=5, metadata=_at_least(1))
+    plateau_patience: int = field(default=2, metadata=_at_least(1))
+    early_stopping_patience: typing.Optional[int] = field(default=None, metadata=_at_least(1))
+    restore_best: bool = True
+    pretrain_epochs: int = field(default=0, metadata=_at_least(0))
+    distribute: str = field(default="none", metadata=_choice("none", "mirrored", "multi_worker"))
+    mixed_precision: str = field(default="none", metadata=_choice("none", "float16", "bfloat16"))
+    export_litert: bool = True
+    seed: int = field(default=0, metadata=_at_least(0))
+    verbose: int = field(default=1, metadata=_choice(0, 1, 2))
+
+
+@dataclass(frozen=True)
+class EncodingsConfig:
+    splits: typing.Tuple[str, ...] = ("train", "val")
+    max_per_class: typing.Optional[int] = field(default=None, metadata=_at_least(1))
+    batch_size: int = field(default=256, metadata=_at_least(1))
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    knn_k: int = field(default=5, metadata=_at_least(1))
+    episodes: int = field(default=1000, metadata=_at_least(0))
+    plots: bool = True
+    tsne_max_points: int = field(default=2000, metadata=_at_least(10))
+    tsne_max_classes: typing.Optional[int] = field(default=None, metadata=_at_least(1))
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    work_dir: str = "work_dirs"
+    name: str = "omniglot"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    encodings: EncodingsConfig = EncodingsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    output: OutputConfig = OutputConfig()
+
+    @property
+    def run_dir(self):
+        """The folder that receives every output of the run."""
+        return os.path.join(self.output.work_dir, self.output.name)
+
+
+def _type_name(annotation):
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        inner = {int: "integers", float: "numbers", str: "strings", dict: "mappings"}[args[0]]
+        return f"a list of {inner}" if args[-1] is Ellipsis else f"a list of {len(args)} {inner}"
+    return {type(None): "null", bool: "a boolean", int: "an integer", float: "a number",
+            str: "a string", dict: "a mapping"}[annotation]
+
+
+def _coerce(key, value, annotation):
+    """Checks `value` against `annotation` and returns it in canonical form."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:
+        for option in typing.get_args(annotation):
+            if option is type(None) and value is None:
+                return None
+            if option is not type(None):
+                try:
+                    return _coerce(key, value, option)
+                except ConfigError:
+                    pass
+    elif origin is tuple:
+        args = typing.get_args(annotation)
+        if isinstance(value, (list, tuple)) and (args[-1] is Ellipsis or len(value) == len(args)):
+            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    elif annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, received: {value!r}")
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+    raise ConfigError(f"{key} must be {_type_name(annotation)}, received: {value!r}")
+
+
+def _check_range(key, value, metadata):
+    if "choices" in metadata and value not in metadata["choices"]:
+        names = ", ".join("null" if c is None else str(c) for c in metadata["choices"])
+        raise ConfigError(f"{key} must be one of {names}, received: {value!r}")
+    if "min" in metadata and value is not None:
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            too_small = v <= metadata["min"] if metadata.get("exclusive") else v < metadata["min"]
+            if too_small:
+                relation = ">" if metadata.get("exclusive") else ">="
+                raise ConfigError(f"{key} must be {relation} {metadata['min']}, received: {value!r}")
+
+
+def _build_section(name, cls, values):
+    if not isinstance(values, dict):
+        raise ConfigError(f"section '{name}' must be a mapping of keys to values, received: {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in values:
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key '{name}.{key}'; valid keys in '{name}': {', '.join(fields)}"
+            )
+    kwargs = {}
+    for key, value in values.items():
+        full_key = f"{name}.{key}"
+        value = _coerce(full_key, value, hints[key])
+        _check_range(full_key, value, fields[key].metadata)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_consistency(config):
+    height, width, channels = config.model.input_shape
+    if channels not in (1, 3):
+        raise ConfigError(f"model.input_shape must end with 1 or 3 channels, received: {list(config.model.input_shape)}")
+    freeze = config.model.freeze
+    if isinstance(freeze, str) and freeze not in ("none", "all") or isinstance(freeze, int) and freeze < 0:
+        raise ConfigError(f"model.freeze must be none, all or a number of last layers to train, received: {freeze!r}")
+    if config.train.decay_factor >= 1:
+        raise ConfigError(f"train.decay_factor must be < 1, received: {config.train.decay_factor}")
+    if config.loss.positive_margin >= config.loss.negative_margin:
+        raise ConfigError("loss.positive_margin must be below loss.negative_margin, received: "
+                          f"{config.loss.positive_margin} and {config.loss.negative_margin}")
+    _check_architecture(config.model, config.loss)
+    if config.data.val_ratio is not None and config.data.val_ratio >= 1:
+        raise ConfigError(f"data.val_ratio must be < 1, received: {config.data.val_ratio}")
+    if not config.encodings.splits:
+        raise ConfigError("encodings.splits must name at least one split, received: []")
+
+
+# The losses each `model.architecture` trains with: in-batch losses on P x K batches for the
+# plain embedding model; pair losses for the Siamese model; the triplet hinge for three inputs.
+ARCHITECTURE_LOSSES = {
+    "embedding": ("triplet", "contrastive", "arcface"),
+    "siamese": ("contrastive", "binary_crossentropy"),
+    "triplet": ("triplet",),
+}
+
+
+def _check_architecture(model, loss):
+    allowed = ARCHITECTURE_LOSSES[model.architecture]
+    if loss.name not in allowed:
+        raise ConfigError(f"loss.name of model.architecture {model.architecture} must be one of "
+                          f"{', '.join(allowed)}, received: {loss.name!r}")
+    if model.architecture == "siamese":
+        # The euclidean head outputs a distance (contrastive loss), the l1 head a probability.
+        needed = "contrastive" if model.siamese_head == "euclidean" else "binary_crossentropy"
+        if loss.name != needed:
+            raise ConfigError(f"loss.name of a Siamese model with model.siamese_head "
+                              f"{model.siamese_head} must be {needed}, received: {loss.name!r}")
+
+
+def config_from_dict(raw):
+    """Builds a validated `Config` from nested dicts (the parsed YAML)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of sections, received: {raw!r}")
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    for name in raw:
+        if name not in sections:
+            raise ConfigError(f"unknown section '{name}'; valid sections: {', '.join(sections)}")
+    hints = typing.get_type_hints(Config)
+    config = Config(**{name: _build_section(name, hints[name], raw[name] or {}) for name in raw})
+    _check_consistency(config)
+    return config
+
+
+def parse_override(text):
+    """Splits `section.key=value` into (["section", "key"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, received: {text!r}")
+    path, _, value_text = text.partition("=")
+    keys = path.strip().split(".")
+    if len(keys) != 2 or not all(keys):
+        raise ConfigError(f"--set expects section.key=value, received: {text!r}")
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {path}: the value is not valid YAML, received: {value_text!r}") from None
+    return keys, value
+
+
+def load_config(path=None, overrides=()):
+    """Reads a YAML config file, applies `section.key=value` overrides and validates the result."""
+    raw = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read config file {path}: {error}") from None
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections, received: {raw!r}")
+    raw = {name: dict(values or {}) if isinstance(values, dict) or values is None else values
+           for name, values in raw.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ConfigError(f"section '{section}' must be a mapping, received: {raw[section]!r}")
+        raw[section][key] = value
+    return config_from_dict(raw)
+
+
+def config_to_dict(config):
+    """The config as plain nested dicts and lists, ready for YAML."""
+    def plain(value):
+        return list(plain(v) for v in value) if isinstance(value, tuple) else value
+    return {name: {k: plain(v) for k, v in dataclasses.asdict(section).items()}
+            for name, section in ((f.name, getattr(config, f.name)) for f in dataclasses.fields(config))}
+
+
+def save_config(config, path):
+    """Writes the resolved config as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

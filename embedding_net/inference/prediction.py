@@ -1,0 +1,110 @@
+"""Classifying image files against encodings: what `test.py` does, callable from Python."""
+
+import csv
+import os
+
+import numpy as np
+
+from embedding_net.atomic import atomic_path
+from embedding_net.data.folders import IMAGE_EXTENSIONS, read_image
+from embedding_net.inference.encodings import classify, embed_images, model_image_shape
+from embedding_net.errors import DatasetError
+
+UNKNOWN = "unknown"
+
+
+def collect_image_paths(inputs):
+    """Expands files and folders (searched recursively, sorted) into a list of image paths.
+
+    Raises:
+        DatasetError: an input does not exist, or a folder holds no image.
+    """
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(folder, name)
+                for folder, _, names in os.walk(item)
+                for name in names
+                if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise DatasetError(f"no images in folder {item}")
+            paths.extend(found)
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise DatasetError(f"image not found: {item}")
+    return paths
+
+
+def predict_paths(model, encodings, paths, top_k=5, threshold=None, batch_size=256):
+    """Classifies image files by their nearest classes in `encodings`.
+
+    Args:
+        model: the embedding model the encodings were made with.
+        encodings: an `Encodings`.
+        paths: image files; each is read at the model's input size.
+        top_k: how many nearest classes to report.
+        threshold: a distance above which the nearest class is not trusted and the prediction
+            is `unknown`; None trusts every prediction.
+
+    Returns:
+        One dict per image: `path`, `prediction`, `distance` and `nearest` (a list of
+        `(class_name, distance)`, nearest first).
+
+    Raises:
+        DatasetError: an image cannot be read (the message names it).
+    """
+    height, width, channels = model_image_shape(model)
+    distance = encodings.metadata.get("distance", "euclidean")
+    rows = []
+    for begin in range(0, len(paths), batch_size):
+        chunk = paths[begin : begin + batch_size]
+        images = np.stack([read_image(p, (height, width), channels) for p in chunk])
+        for path, nearest in zip(chunk, classify(embed_images(model, images, batch_size), encodings, top_k, distance)):
+            name, dist = nearest[0]
+            known = threshold is None or dist <= threshold
+            rows.append({"path": path, "prediction": name if known else UNKNOWN, "distance": dist,
+                         "nearest": nearest})
+    return rows
+
+
+def write_predictions_csv(path, rows):
+    """Writes one row per image: path, predicted class, distance, then the top-k as
+    `class:distance` separated by `;`. Written atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "prediction", "distance", "top_k"])
+            for row in rows:
+                top = ";".join(f"{name}:{dist:.6f}" for name, dist in row["nearest"])
+                writer.writerow([row["path"], row["prediction"], f"{row['distance']:.6f}", top])
+
+
+def evaluate_folder(model, encodings, folder, knn_k=5, batch_size=256):
+    """Metrics of a labelled folder `folder/<class>/<image>` against `encodings`.
+
+    Images of classes absent from the encodings cannot be classified correctly; they are left
+    out and counted in `images_of_unknown_classes`.
+
+    Returns:
+        The flat metrics dict of `embedding_net.evaluation.scoring.score_split` (query vs reference).
+
+    Raises:
+        DatasetError: the folder is unusable, or none of its classes is in the encodings.
+    """
+    from embedding_net.inference.encodings import enroll_folder
+    from embedding_net.evaluation.scoring import score_split
+
+    queries = enroll_folder(model, folder, batch_size)
+    index = {name: i for i, name in enumerate(encodings.class_names)}
+    mapped = np.array([index.get(queries.class_names[label], -1) for label in queries.labels])
+    known = mapped >= 0
+    if not known.any():
+        raise DatasetError(f"none of the classes of {folder} is in the encodings")
+    metrics, _ = score_split(queries.embeddings[known], mapped[known],
+                             (encodings.embeddings, encodings.labels),
+                             encodings.metadata.get("distance", "euclidean"), knn_k, episodes=0)
+    metrics["images_of_unknown_classes"] = int(np.sum(~known))
+    return metrics

@@ -1,0 +1,275 @@
+"""Triplet selection rules as masked reductions over a B x B distance matrix.
+
+Each rule is defined once here. In-batch losses call them on the distances of a training batch;
+the generators that mine with the live model call the same functions on the embeddings they
+computed. Masked entries are replaced by values that can never win a reduction, so no Python
+loop over pairs or triplets is needed and no tensor larger than B x B is built, except by
+`batch_all_triplet_values`, which is B x B x B by definition (the losses and monitors use
+`embedding_net.mining.batch_all` instead, which never builds it), by `select_negatives`, which is
+[number of positive pairs, B]: P K (K - 1) x P K for a P x K batch, and by
+`semi_hard_negative`, which is [B, M, B] for M <= 8 positives per anchor.
+
+Conventions: `labels` is an integer vector [B]; `distances` is [B, B] with `distances[a, j]`
+the distance from anchor a to sample j; a positive of anchor a is another sample (j != a) of the
+same class, a negative is a sample of another class.
+
+The triplet value of (a, p, n) is v = d(a, p) - d(a, n) + margin, computed as in
+`batch_all_triplet_values`; the hinge of every triplet loss is active exactly when v > 0.
+
+How the generator rules (`select_negatives`, one negative for every anchor-positive pair, used by
+`embedding_net.training.generators.TripletGenerator`) relate to the in-batch ones (`TripletLoss`):
+
+- `random`: any negative, i.e. any triplet of the `valid` mask of `batch_all_triplet_values`.
+- `hardest`: the negative of largest v, which is the nearest negative: its distance is
+  `hardest_negative(distances, negatives)[a]`, for every positive p of a. Batch-hard also takes
+  a's farthest positive; the generator keeps every positive pair instead.
+- `random_hard`: a random negative with v > 0: one triplet drawn from those that batch-all
+  averages over.
+- `semihard`: a random negative with d(a, n) > d(a, p) (the strict comparison of
+  `semi_hard_negative`) and v > 0, i.e. 0 < d(a, n) - d(a, p) < margin (FaceNet, Schroff et al.
+  2015). When this window is not empty, `semi_hard_negative`'s choice (the nearest negative
+  farther than p) is its hardest member; when it is empty, that choice is the fallback (no
+  negative is farther than p) or a negative whose hinge is inactive (the pair costs 0).
+
+A pair qualifies when its rule found a negative; a pair that does not qualify gets its hardest
+negative (largest v) so that a generator can fill its batch with the hardest remaining triplets.
+"""
+
+from keras import ops
+
+MINING_STRATEGIES = ("all", "hard", "semi_hard")
+NEGATIVES_SELECTION_MODES = ("random", "hardest", "random_hard", "semihard")
+
+
+def check_mining(mining):
+    """Raises a `ValueError` echoing `mining` unless it names a known strategy."""
+    if mining not in MINING_STRATEGIES:
+        raise ValueError(
+            f"`mining` must be one of {', '.join(MINING_STRATEGIES)}. Received: {mining!r}"
+        )
+
+
+def check_negatives_selection_mode(mode):
+    """Raises a `ValueError` echoing `mode` unless it names a generator selection rule."""
+    if mode not in NEGATIVES_SELECTION_MODES:
+        raise ValueError(
+            "`negatives_selection_mode` must be one of "
+            f"{', '.join(NEGATIVES_SELECTION_MODES)}. Received: {mode!r}"
+        )
+
+
+def positive_mask(labels):
+    """Boolean [B, B]: True where j != a and labels[j] == labels[a]."""
+    labels = ops.reshape(labels, (-1,))
+    same = ops.equal(labels[:, None], labels[None, :])
+    not_self = ops.logical_not(ops.cast(ops.eye(ops.shape(labels)[0]), "bool"))
+    return ops.logical_and(same, not_self)
+
+
+def negative_mask(labels):
+    """Boolean [B, B]: True where labels[j] != labels[a]."""
+    labels = ops.reshape(labels, (-1,))
+    return ops.not_equal(labels[:, None], labels[None, :])
+
+
+def _never_wins_min(distances):
+    # A finite stand-in for +infinity: larger than every distance, and finite so that
+    # differences and gradients built from it stay finite.
+    return ops.stop_gradient(ops.max(distances)) + 1.0
+
+
+def hardest_positive(distances, positives):
+    """Per anchor, the largest distance to a positive; 0 for an anchor without positives."""
+    return ops.max(ops.where(positives, distances, ops.zeros_like(distances)), axis=1)
+
+
+def hardest_negative(distances, negatives):
+    """Per anchor, the smallest distance to a negative; a value above every distance if none."""
+    masked = ops.where(negatives, distances, ops.ones_like(distances) * _never_wins_min(distances))
+    return ops.min(masked, axis=1)
+
+
+# Up to this many positives per anchor, semi-hard and batch-all mining compare every negative
+# with every positive ([B, M, B], at most 8 B^2 values) instead of sorting: a P x K batch has K - 1.
+MAX_POSITIVE_SLOTS = 8
+
+
+def semi_hard_negative(distances, positives, negatives):
+    """FaceNet's rule (Schroff et al. 2015) for every anchor-positive pair (a, p).
+
+    The chosen negative is the nearest n with d(a, n) > d(a, p); when no negative is farther
+    than the positive, it is the farthest negative. With M = the largest number of positives of
+    an anchor, batches with M <= 8 (every P x K batch with K <= 9) compare each positive with
+    every negative of its anchor, O(B^2 M) time and memory; other batches sort the negatives of
+    each anchor once and binary-search them, O(B^2 log B) time and O(B^2) memory. Both give the
+    same choice.
+
+    Returns:
+        `(negative_distances, has_negative)`: float [B, B] with the chosen d(a, n) for each pair
+        (meaningful where `positives` holds), and boolean [B] telling which anchors have any
+        negative at all.
+    """
+    slots = positive_slot_count(positives)
+    chosen = ops.cond(
+        ops.less_equal(slots, MAX_POSITIVE_SLOTS),
+        lambda: _semi_hard_by_comparison(distances, positives, negatives, slots),
+        lambda: _semi_hard_by_sorting(distances, negatives),
+    )
+    return chosen, ops.any(negatives, axis=1)
+
+
+def positive_slot_count(positives):
+    """M, the largest number of positives of an anchor, and at least 1 (a scalar int32)."""
+    # At least one slot: reductions over an empty axis fail; an unused slot is masked anyway.
+    return ops.maximum(ops.max(ops.sum(ops.cast(positives, "int32"), axis=1)), 1)
+
+
+def positive_slots(positives, slots):
+    """The columns of each anchor's first `slots` positives, for [B, M, ...] comparisons.
+
+    Returns:
+        `(columns, in_use)`: int32 [B, M] batch indices and boolean [B, M], False in the slots
+        past an anchor's last positive (their column is then some non-positive).
+    """
+    _, columns = ops.top_k(ops.cast(positives, "float32"), slots)  # top_k keeps ties in order
+    columns = ops.cast(columns, "int32")
+    return columns, ops.take_along_axis(positives, columns, axis=1)
+
+
+def _semi_hard_by_comparison(distances, positives, negatives, slots):
+    """`semi_hard_negative` for few positives per anchor: [B, M, B] masked reductions."""
+    columns, in_use = positive_slots(positives, slots)
+    positive_distances = ops.take_along_axis(distances, columns, axis=1)  # [B, M]
+    to_all = distances[:, None, :]  # [B, 1, B]
+    farther = ops.logical_and(negatives[:, None, :], ops.greater(to_all, positive_distances[:, :, None]))
+    nearest_farther = ops.min(ops.where(farther, to_all, _never_wins_min(distances)), axis=2)
+    farthest = ops.max(ops.where(negatives, distances, ops.zeros_like(distances)), axis=1)
+    chosen = ops.where(ops.any(farther, axis=2), nearest_farther, farthest[:, None])  # [B, M]
+    # Back to the [B, B] layout: entry (a, columns[a, m]) gets chosen[a, m].
+    placed = ops.one_hot(columns, ops.shape(distances)[0]) * ops.cast(in_use, "float32")[:, :, None]
+    return ops.sum(placed * chosen[:, :, None], axis=1)
+
+
+def _semi_hard_by_sorting(distances, negatives):
+    """`semi_hard_negative` for any batch: sorted negatives and a binary search per row."""
+    big = _never_wins_min(distances)
+    negative_distances = ops.where(negatives, distances, ops.ones_like(distances) * big)
+    sorted_negatives = ops.sort(negative_distances, axis=1)
+    # Number of negatives of a at distance <= d(a, p): the index of the first one farther away.
+    farther_index = ops.vectorized_map(
+        lambda rows: ops.searchsorted(rows[0], rows[1], side="right"),
+        (sorted_negatives, distances),
+    )
+    negative_count = ops.sum(ops.cast(negatives, "int32"), axis=1)
+    has_farther = ops.less(ops.cast(farther_index, "int32"), negative_count[:, None])
+    batch_size = ops.shape(distances)[0]
+    nearest_farther = ops.take_along_axis(
+        sorted_negatives, ops.minimum(ops.cast(farther_index, "int32"), batch_size - 1), axis=1
+    )
+    farthest = ops.take_along_axis(
+        sorted_negatives, ops.maximum(negative_count - 1, 0)[:, None], axis=1
+    )
+    return ops.where(has_farther, nearest_farther, farthest)
+
+
+def batch_all_triplet_values(distances, labels, margin):
+    """d(a, p) - d(a, n) + margin for every triplet, and the mask of valid triplets.
+
+    Returns:
+        `(values, valid)`, both [B, B, B] indexed [a, p, n]; valid means p is a positive and n
+        a negative of a.
+    """
+    positives = positive_mask(labels)
+    negatives = negative_mask(labels)
+    values = distances[:, :, None] - distances[:, None, :] + margin
+    valid = ops.logical_and(positives[:, :, None], negatives[:, None, :])
+    return values, valid
+
+
+def anchor_positive_pairs(labels):
+    """Every positive pair (a, p), in row-major order of `positive_mask`.
+
+    Returns:
+        `(anchors, positives)`, two int32 vectors [P] of batch indices.
+    """
+    anchors, positives = ops.nonzero(positive_mask(labels))
+    return ops.cast(anchors, "int32"), ops.cast(positives, "int32")
+
+
+def select_negatives(distances, labels, anchors, positives, margin, mode, random_keys=None):
+    """One negative for every anchor-positive pair, by a generator rule (see the module docstring).
+
+    Works on the [P, B] matrix of triplet values v[i, n] = d(a_i, p_i) - d(a_i, n) + margin: each
+    rule is a mask of candidates over the negatives of a_i, and the choice a masked argmax, so no
+    loop over pairs and nothing of size B x B x B is built.
+
+    Args:
+        distances: float [B, B], e.g. from `embedding_net.mining.distances.pairwise_distances`.
+        labels: integer [B].
+        anchors, positives: integer [P], the pairs, e.g. from `anchor_positive_pairs`.
+        margin: the triplet margin.
+        mode: `random`, `hardest`, `random_hard` or `semihard`.
+        random_keys: float [P, B] in [0, 1), required unless `mode` is `hardest`: the candidate
+            of pair i with the largest key is chosen, so uniform keys make a uniform choice and
+            the function itself is deterministic.
+
+    Returns:
+        `(negatives, values, qualified)`: int32 [P], the chosen negative's batch index (-1 when
+        a_i has no negative in the batch); float32 [P], its triplet value; bool [P], whether the
+        rule found a candidate. A pair that does not qualify gets its hardest negative (largest
+        value) instead.
+    """
+    check_negatives_selection_mode(mode)
+    if mode != "hardest" and random_keys is None:
+        raise ValueError(f"`negatives_selection_mode` {mode!r} needs `random_keys`")
+    distances = ops.cast(distances, "float32")
+    anchors = ops.cast(ops.reshape(anchors, (-1,)), "int32")
+    positives = ops.cast(ops.reshape(positives, (-1,)), "int32")
+    anchor_rows = ops.take(distances, anchors, axis=0)  # [P, B]: d(a_i, n) for every n
+    positive_distances = ops.take_along_axis(anchor_rows, positives[:, None], axis=1)  # [P, 1]
+    values = positive_distances - anchor_rows + margin
+    is_negative = ops.take(negative_mask(labels), anchors, axis=0)
+    candidates = ops.logical_and(is_negative, ops.greater(values, 0.0))
+    if mode == "random":
+        candidates = is_negative
+    elif mode == "semihard":
+        candidates = ops.logical_and(candidates, ops.greater(anchor_rows, positive_distances))
+    qualified = ops.any(candidates, axis=1)
+    # Below every value v >= margin - max(d): a masked entry never wins the argmax.
+    never = margin - ops.max(distances) - 1.0
+    hardest = ops.cast(ops.argmax(ops.where(is_negative, values, never), axis=1), "int32")
+    chosen = hardest
+    if mode != "hardest":
+        keys = ops.cast(random_keys, "float32")
+        drawn = ops.cast(ops.argmax(ops.where(candidates, keys, -1.0), axis=1), "int32")
+        chosen = ops.where(qualified, drawn, hardest)
+    chosen_values = ops.take_along_axis(values, chosen[:, None], axis=1)[:, 0]
+    has_negative = ops.any(is_negative, axis=1)
+    chosen = ops.where(has_negative, chosen, -ops.ones_like(chosen))
+    return chosen, chosen_values, ops.logical_and(qualified, has_negative)
+
+
+def hardest_pairs(distances, labels, num_positive, num_negative):
+    """The `num_positive` farthest positive pairs and the `num_negative` nearest negative pairs.
+
+    Each unordered pair {i, j} is counted once, as (i, j) with i < j; ties go to the pair that
+    comes first in row-major order. The batch must hold at least that many pairs of each kind.
+
+    Returns:
+        `(positive_pairs, negative_pairs)`, int32 [num_positive, 2] and [num_negative, 2] of
+        batch indices, hardest first.
+    """
+    distances = ops.cast(distances, "float32")
+    size = ops.shape(distances)[0]
+    upper = ops.cast(ops.triu(ops.ones((size, size)), 1), "bool")
+    # Scores to maximise; masked entries score below every unmasked one (distances are >= 0).
+    low = -ops.max(distances) - 1.0
+    positive_scores = ops.where(ops.logical_and(positive_mask(labels), upper), distances, low)
+    negative_scores = ops.where(ops.logical_and(negative_mask(labels), upper), -distances, low)
+
+    def top(scores, count):
+        _, flat = ops.top_k(ops.reshape(scores, (-1,)), count)
+        flat = ops.cast(flat, "int32")
+        return ops.stack([flat // size, flat % size], axis=1)
+
+    return top(positive_scores, num_positive), top(negative_scores, num_negative)

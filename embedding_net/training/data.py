@@ -1,0 +1,105 @@
+"""The data side of a training run, as the config says: the built-in dataset written out, the
+splits scanned and decoded (cached in memory when they fit), P x K batches and augmentation.
+Part of the training layer, the one reader of the config (with `training_setup`,
+`training_outputs` and `training`)."""
+
+import os
+
+import numpy as np
+
+from embedding_net.data.augmentation import build_augmentation
+from embedding_net.data.folders import drop_unusable, find_unreadable, read_images, scan_image_folder
+from embedding_net.data.datasets import DATASETS
+from embedding_net.inference.encodings import embed_folder_images
+from embedding_net.errors import ConfigError, DatasetError
+from embedding_net.data.sampling import pk_dataset
+from embedding_net.data.sources import scan_splits
+
+
+def prepare_dataset(data):
+    """Materialises a built-in dataset on first use; returns the dataset root."""
+    if data.dataset is not None:
+        DATASETS[data.dataset](data.root)
+    if not os.path.isdir(data.root):
+        raise DatasetError(f"data.root folder not found: {data.root}")
+    return data.root
+
+
+def _cache_in_memory(data, image_shape, count):
+    if data.cache != "auto":
+        return data.cache == "memory"
+    return count * int(np.prod(image_shape)) <= data.cache_max_gb * 2**30
+
+
+def decode_split(config, folder, min_images_per_class=2):
+    """`(ImageFolder, images)` of a scanned split: the images decoded at the model's input size
+    when they fit the memory cache (`data.cache`), else None (decoded batch by batch); files
+    that cannot be decoded are dropped with one warning."""
+    height, width, channels = config.model.input_shape
+    if _cache_in_memory(config.data, config.model.input_shape, len(folder)):
+        images, failed = read_images(folder.paths, (height, width), channels,
+                                     progress=config.train.verbose > 0)
+        folder, keep = drop_unusable(folder, failed, min_images_per_class)
+        return folder, images[keep]
+    failed = find_unreadable(folder.paths, progress=config.train.verbose > 0)
+    return drop_unusable(folder, failed, min_images_per_class)[0], None
+
+
+def load_split(config, split, min_images_per_class=2):
+    """Scans and decodes the class folders `data.root/<split>` (see `decode_split`)."""
+    folder = scan_image_folder(os.path.join(config.data.root, split), min_images_per_class=1)
+    return decode_split(config, folder, min_images_per_class)
+
+
+def load_splits(config):
+    """The train split and, when there is one, the val split: `{name: (ImageFolder, images)}`,
+    from a CSV file or class folders (see `sources.scan_splits`), decoded by `decode_split`."""
+    data = config.data
+    scanned = scan_splits(data.root, data.train_split, data.val_split, csv_path=data.csv,
+                          path_column=data.csv_path_column, label_column=data.csv_label_column,
+                          split_column=data.csv_split_column, val_ratio=data.val_ratio, seed=config.train.seed)
+    return {split: decode_split(config, folder, 2 if split == data.train_split else 1)
+            for split, folder in scanned.items()}
+
+
+def batches(config, folder, images, seed, classes_per_batch=None, start_batch=0, class_names=None):
+    """The P x K `tf.data` pipeline over one split, in memory or decoded on the fly.
+
+    `class_names`, a superset of the folder's, labels the images by their index in it (for
+    example the training classes, whose ArcFace centres score the val images)."""
+    labels, class_count = folder.labels, len(folder.class_names)
+    if class_names is not None:
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = np.array([index[folder.class_names[label]] for label in folder.labels], np.int32)
+        class_count = len(class_names)
+    return pk_dataset(
+        labels, class_count,
+        classes_per_batch or config.data.classes_per_batch, config.data.images_per_class,
+        images=images, paths=None if images is not None else folder.paths,
+        image_size=config.model.input_shape[:2], channels=config.model.input_shape[2], seed=seed,
+        start_batch=start_batch,
+    )
+
+
+def embed_split(config, model, folder, images):
+    """Embeddings of a split, from memory or read from disk in bounded chunks."""
+    return embed_folder_images(model, folder, images, config.encodings.batch_size)
+
+
+def build_augmentation_from(data, seed):
+    """The albumentations pipeline of `data.augmentation` and `data.transforms` (None: none)."""
+    try:
+        return build_augmentation(data.augmentation, list(data.transforms), seed)
+    except ValueError as error:
+        raise ConfigError(f"data.transforms: {error}") from None
+
+
+def check_batch(config, folder, split):
+    """Fails with a one-line error unless the split has the classes a P x K batch needs."""
+    if len(folder.class_names) < 2:
+        raise DatasetError(f"{folder.root}: fewer than 2 usable classes; nothing to learn from")
+    if config.data.classes_per_batch > len(folder.class_names):
+        raise ConfigError(
+            f"data.classes_per_batch must be at most the {len(folder.class_names)} usable classes "
+            f"of the {split} split, received: {config.data.classes_per_batch}"
+        )

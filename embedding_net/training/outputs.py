@@ -1,0 +1,91 @@
+"""What a training run leaves behind, as the config says: the LiteRT copy, the reference
+encodings, the metrics of the val split, and the plots. Part of the training layer."""
+
+import os
+import time
+import warnings
+
+import numpy as np
+
+from embedding_net.inference.encodings import reference_encodings, save_encodings
+from embedding_net.errors import ConfigError, ModelFileError
+from embedding_net.inference.litert import export_litert
+from embedding_net.viz.reports import plot_gallery, plot_tsne_pair
+from embedding_net.evaluation.scoring import score_folders
+from embedding_net.training.data import batches, embed_split, load_split
+from embedding_net.viz.maps import plot_batch, plot_training_curves
+
+
+def write_litert_copy(model, keras_path):
+    """Writes model.tflite for test.py's fast start; a model LiteRT cannot convert only warns
+    (test.py then loads model.keras). Returns the seconds it took."""
+    started = time.time()
+    try:
+        export_litert(model, keras_path)
+    except ModelFileError as error:
+        warnings.warn(f"{error}; test.py will load the .keras model with TensorFlow", stacklevel=2)
+    return round(time.time() - started, 1)
+
+
+def write_encodings(config, model, splits, embedded, threshold=None):
+    """Saves the reference encodings: the splits of `encodings.splits`, capped per class, with
+    the verification `threshold` beyond which `test.py` answers "unknown"."""
+    for split in config.encodings.splits:
+        if split not in splits:
+            if config.data.csv is not None or not os.path.isdir(os.path.join(config.data.root, split)):
+                raise ConfigError(f"encodings.splits must name splits of the data ({', '.join(splits)}), "
+                                  f"received: {split!r}")
+            folder, images = load_split(config, split, min_images_per_class=1)
+            splits[split] = (folder, images)
+            embedded[split] = embed_split(config, model, folder, images)
+    metadata = {"distance": config.loss.distance, "input_shape": list(config.model.input_shape),
+                "backbone": config.model.backbone, "splits": list(config.encodings.splits)}
+    if threshold is not None:
+        metadata["threshold"] = float(threshold)
+    encodings = reference_encodings([(splits[split][0], embedded[split]) for split in config.encodings.splits],
+                                    config.encodings.max_per_class, metadata)
+    save_encodings(os.path.join(config.run_dir, "encodings.npz"), encodings)
+
+
+def evaluate(config, splits, embedded):
+    """Every metric of the val split (see `scoring.score_split`), plus the official one-shot
+    task when the dataset has one. Val images are queries against the train images when every
+    val class appears in train, else leave-one-out within val (new classes, as in Omniglot).
+
+    Returns:
+        `(metrics, (labels, predicted, class_names))`, the val labels and top-1 predictions in
+        the class ids of `class_names`.
+    """
+    val_split, train_split = config.data.val_split, config.data.train_split
+    if val_split not in splits:
+        warnings.warn(f"no {val_split} split under {config.data.root}: nothing to evaluate", stacklevel=2)
+        return {}, None
+    (val_folder, _), (train_folder, _) = splits[val_split], splits[train_split]
+    return score_folders(val_folder, embedded[val_split], train_folder, embedded[train_split],
+                         config.loss.distance, config.evaluation.knn_k, config.evaluation.episodes,
+                         config.train.seed, dataset_root=config.data.root)
+
+
+def view_folder_split(config, splits):
+    """The split shown in pictures: val when there is one, else train."""
+    return config.data.val_split if config.data.val_split in splits else config.data.train_split
+
+
+def plot_after_training(config, splits, embedded, training_set, tsne_indices):
+    """The plots of a finished run in `run_dir/plots`: t-SNE after training, the training curves,
+    nearest neighbours and one training batch.
+
+    Returns:
+        `(plot_seconds, tsne_seconds)`: the time all of them took, and t-SNE's part of it.
+    """
+    run_dir, shown = config.run_dir, view_folder_split(config, splits)
+    started = time.time()
+    tsne_seconds = plot_tsne_pair(os.path.join(run_dir, "plots", "tsne_after"), embedded[shown][tsne_indices],
+                                  splits[shown][0], tsne_indices, "after training", config.train.seed)
+    plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "plots", "curves.png"))
+    plot_gallery(splits[shown][0], embedded[shown], os.path.join(run_dir, "plots", "neighbours.png"),
+                 config.loss.distance, config.train.seed)
+    batch_images, batch_labels = next(iter(batches(config, *training_set, config.train.seed)))
+    plot_batch(np.asarray(batch_images), np.asarray(batch_labels), os.path.join(run_dir, "plots", "batch.png"),
+               class_names=training_set[0].class_names, columns=config.data.images_per_class)
+    return time.time() - started, tsne_seconds

@@ -1,0 +1,116 @@
+"""What a training run fits, as the config says: the model of `model.architecture` (the
+embedding model itself, ArcFace, Siamese or triplet), its loss and metrics, its training and
+validation data, and the optimizer with its schedule. Part of the training layer."""
+
+import typing
+
+import keras
+
+from embedding_net.losses.arcface import arcface_batches, build_arcface_model
+from embedding_net.data.augmentation import BatchAugmenter, augment_dataset
+from embedding_net.errors import ConfigError
+from embedding_net.training.generators import PairGenerator, TripletGenerator
+from embedding_net.losses.pairs import BatchContrastiveLoss, ContrastiveLoss, TripletLoss, TripletMarginLoss
+from embedding_net.models.builders import build_siamese_model, build_triplet_model
+from embedding_net.mining.monitors import collapse_monitors
+from embedding_net.training.schedules import build_learning_rate, plateau_callbacks
+from embedding_net.training.schedules import build_optimizer as build_optimizer_by_name
+from embedding_net.training.data import batches, build_augmentation_from
+
+
+def build_loss(loss):
+    """The in-batch loss of `loss.name` for the plain embedding model (P x K batches)."""
+    if loss.name == "contrastive":
+        return BatchContrastiveLoss(loss.positive_margin, loss.negative_margin, loss.distance,
+                                    cross_replica=loss.cross_replica)
+    return TripletLoss(loss.margin, loss.mining, loss.distance, loss.soft_margin, cross_replica=loss.cross_replica)
+
+
+class TrainingSetup(typing.NamedTuple):
+    """What `model.architecture` trains: the model fitted (sharing the embedding tower), its
+    loss and metrics, and the training and validation data (tf.data or a mining generator)."""
+
+    model: object
+    loss: object
+    metrics: list
+    train_data: object
+    val_data: object
+
+
+def build_training_setup(config, model, training_set, validation_set, start_batch=0):
+    """The training model, loss, metrics and data of `model.architecture` and `loss.name`.
+
+    Augmentation applies to the training data only. `start_batch` restarts the tf.data
+    pipelines at the batch an interrupted run reached; generators are told the epoch instead.
+    """
+    data, loss, seed = config.data, config.loss, config.train.seed
+    (train_folder, train_images), (val_folder, val_images) = training_set, validation_set
+    augmentation = build_augmentation_from(data, seed)
+    architecture = config.model.architecture
+    if architecture == "embedding":
+        train_data = augment_dataset(batches(config, train_folder, train_images, seed, start_batch=start_batch),
+                                     augmentation, seed, start_batch)
+        val_data = None
+        if val_folder is not None and len(val_folder.class_names) >= 2:
+            val_data = batches(config, val_folder, val_images, seed + 1,
+                               min(data.classes_per_batch, len(val_folder.class_names)))
+        if loss.name != "arcface":
+            return TrainingSetup(model, build_loss(loss), collapse_monitors(loss.margin, loss.distance),
+                                 train_data, val_data)
+        names = train_folder.class_names
+        if val_data is not None and set(val_folder.class_names) <= set(names):
+            # Validation loss needs the val images labelled with the training classes' centres.
+            val_data = arcface_batches(batches(config, val_folder, val_images, seed + 1,
+                                               min(data.classes_per_batch, len(val_folder.class_names)),
+                                               class_names=names))
+        else:
+            val_data = None  # new classes (e.g. Omniglot's evaluation characters) have no centre
+        arcface = build_arcface_model(model, len(names), loss.scale, loss.margin)
+        return TrainingSetup(arcface, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                             [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                             arcface_batches(train_data), val_data)
+
+    if train_images is None:
+        raise ConfigError(f"model.architecture {architecture} mines with the live model and needs the "
+                          "images in memory: set data.cache: memory")
+    batch_size = data.batch_size or data.classes_per_batch * data.images_per_class
+    augment = None if augmentation is None else BatchAugmenter(augmentation, seed)
+
+    def generator(folder, images, generator_seed, augment=None):
+        eligible = int((folder.class_counts() >= 2).sum())
+        common = dict(batch_size=batch_size, steps_per_epoch=config.train.steps_per_epoch,
+                      k_classes=min(data.classes_per_batch, eligible), k_samples=data.images_per_class,
+                      distance=loss.distance, seed=generator_seed, augment=augment)
+        if architecture == "siamese":
+            return PairGenerator.from_folder(folder, images, mining=loss.pair_mining, embedding_model=model, **common)
+        return TripletGenerator.from_folder(folder, images, embedding_model=model, margin=loss.margin,
+                                            negatives_selection_mode=loss.negatives_selection_mode, **common)
+
+    train_data = generator(train_folder, train_images, seed, augment)
+    val_data = None
+    if val_folder is not None and val_images is not None and (val_folder.class_counts() >= 2).sum() >= 2:
+        val_data = generator(val_folder, val_images, seed + 1)
+    if architecture == "siamese":
+        siamese = build_siamese_model(model, config.model.siamese_head)
+        if config.model.siamese_head == "l1":
+            return TrainingSetup(siamese, keras.losses.BinaryCrossentropy(),
+                                 [keras.metrics.BinaryAccuracy(name="accuracy")], train_data, val_data)
+        return TrainingSetup(siamese, ContrastiveLoss(loss.margin), [], train_data, val_data)
+    return TrainingSetup(build_triplet_model(model), TripletMarginLoss(loss.margin, loss.distance), [],
+                         train_data, val_data)
+
+
+def build_optimizer(train):
+    """The optimizer of `train.optimizer`, with the `train.lr_schedule` learning rate."""
+    learning_rate = build_learning_rate(
+        train.learning_rate, train.lr_schedule, total_steps=train.epochs * train.steps_per_epoch,
+        warmup_steps=train.warmup_epochs * train.steps_per_epoch,
+        step_size=train.step_size * train.steps_per_epoch, decay_factor=train.decay_factor)
+    return build_optimizer_by_name(train.optimizer, learning_rate, train.momentum, train.nesterov,
+                                   train.weight_decay)
+
+
+def schedule_callbacks(train, monitor):
+    """Reduce-on-plateau and early stopping (restoring the best weights), when configured."""
+    return plateau_callbacks(monitor, train.plateau_patience if train.lr_schedule == "plateau" else None,
+                             train.decay_factor, train.early_stopping_patience)

@@ -1,0 +1,68 @@
+"""The files a run writes about its results: class tables and pictures, from plain arguments."""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from embedding_net.atomic import atomic_write_text
+from embedding_net.evaluation.retrieval import confusion_matrix, per_class_accuracy
+from embedding_net.viz.maps import (
+    nearest_neighbours,
+    plot_neighbour_gallery,
+    plot_tsne,
+    plot_tsne_interactive,
+    tsne_2d,
+)
+
+
+def plot_tsne_pair(stem, embeddings, folder, indices, stage, seed):
+    """The static PNG and the interactive HTML t-SNE of the images `indices` of `folder`, drawn
+    from one t-SNE map. Returns the seconds the t-SNE itself took."""
+    started = time.time()
+    points, _ = tsne_2d(embeddings, max_points=len(embeddings), seed=seed)
+    seconds = time.time() - started
+    labels = folder.labels[indices]
+    paths = [folder.paths[i] for i in indices]
+    title = f"t-SNE of {len(indices)} images, {stage}"
+    plot_tsne(embeddings, labels, folder.class_names, f"{stem}.png", title=title, points=points)
+    plot_tsne_interactive(embeddings, labels, folder.class_names, paths, f"{stem}.html", title=title,
+                          points=points)
+    return seconds
+
+
+def plot_gallery(folder, embeddings, path, distance="euclidean", seed=0, queries=8):
+    """A few seeded queries of `folder`, each with its 5 nearest other images."""
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(folder))[:queries])
+    found = nearest_neighbours(embeddings[chosen], embeddings, k=6, distance=distance)
+    # Leave the query itself out of its own neighbours.
+    neighbours = np.stack([[n for n in row if n != query][:5] for row, query in zip(found, chosen)])
+    plot_neighbour_gallery([folder.paths[i] for i in chosen], folder.labels[chosen], folder.paths,
+                           folder.labels, neighbours, path, class_names=folder.class_names)
+
+
+def write_class_tables(run_dir, labels, predicted, names, max_confusion_classes=300):
+    """`per_class_accuracy.csv` and, for up to `max_confusion_classes` classes,
+    `confusion_matrix.csv` (rows: true class, columns: predicted class)."""
+    accuracy = per_class_accuracy(labels, predicted, len(names))
+    counts = np.bincount(labels, minlength=len(names))
+    lines = ["class,top1_accuracy,queries"] + [
+        f"{json.dumps(names[c])},{accuracy[c]:.6f},{counts[c]}" for c in range(len(names)) if counts[c]]
+    atomic_write_text(os.path.join(run_dir, "per_class_accuracy.csv"), "\n".join(lines) + "\n")
+    if len(names) <= max_confusion_classes:
+        matrix = confusion_matrix(labels, predicted, len(names))
+        lines = ["true\\predicted," + ",".join(json.dumps(n) for n in names)] + [
+            json.dumps(names[c]) + "," + ",".join(str(v) for v in matrix[c]) for c in range(len(names))]
+        atomic_write_text(os.path.join(run_dir, "confusion_matrix.csv"), "\n".join(lines) + "\n")
+
+
+def tsne_subsample(labels, max_points, max_classes=None, seed=0):
+    """Sorted indices of a seeded subsample: at most `max_classes` classes (all if None), then at
+    most `max_points` of their images. Fewer classes with all their images show clusters."""
+    rng = np.random.default_rng(seed)
+    candidates = np.arange(len(labels))
+    if max_classes is not None:
+        classes = rng.permutation(np.unique(labels))[:max_classes]
+        candidates = candidates[np.isin(labels, classes)]
+    return np.sort(rng.permutation(candidates)[:max_points])
