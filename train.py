@@ -10,6 +10,7 @@ Writes model.keras, encodings.npz, metrics.json, config.yml, history.csv and che
 import argparse
 import os
 import sys
+import warnings
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "omniglot.yml")
 
@@ -22,8 +23,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    warnings.showwarning = _one_line_warning
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from embedding_net.config.loading import load_config

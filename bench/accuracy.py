@@ -89,7 +89,7 @@ def evaluate_ours(embeddings, labels, data_dir, episodes, episode_seed):
     import numpy as np
 
     from embedding_net.evaluation.episodes import episode_accuracy
-    from embedding_net.evaluation.nearest import oneshot_accuracy
+    from embedding_net.evaluation.oneshot import oneshot_accuracy
     from embedding_net.evaluation.retrieval import retrieval_metrics
 
     t0 = time.perf_counter()
@@ -116,11 +116,11 @@ def worker_ours(a):
     import tensorflow as tf
 
     from embedding_net.inference.encodings import embed_images
-    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.losses.triplet import TripletLoss
     from embedding_net.models.builders import build_embedding_model
     from embedding_net.mining.monitors import collapse_monitors
     from embedding_net.data.sampling import pk_dataset
-    from embedding_net.training.schedules import build_optimizer
+    from embedding_net.optim import build_optimizer
 
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)

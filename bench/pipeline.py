@@ -85,11 +85,11 @@ def worker(a):
     from embedding_net.data.augmentation import augment_dataset, build_augmentation
     from embedding_net.data.folders import scan_image_folder
     from embedding_net.data.images import read_images
-    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.losses.triplet import TripletLoss
     from embedding_net.models.builders import build_embedding_model
     from embedding_net.mining.monitors import collapse_monitors
     from embedding_net.data.sampling import pk_dataset
-    from embedding_net.training.schedules import build_optimizer
+    from embedding_net.optim import build_optimizer
 
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
@@ -146,7 +146,7 @@ def main(argv=None):
     if a._worker:
         return worker(a)
     started = time.perf_counter()
-    from embedding_net.data.datasets import is_materialized, materialize_omniglot
+    from embedding_net.data.datasets.omniglot import is_materialized, materialize_omniglot
 
     materialize_seconds = None
     if not is_materialized(a.data_root):

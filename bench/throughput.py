@@ -85,11 +85,11 @@ def worker_ours(a):
     import keras
     import tensorflow as tf
 
-    from embedding_net.losses.pairs import TripletLoss
+    from embedding_net.losses.triplet import TripletLoss
     from embedding_net.models.builders import build_embedding_model
     from embedding_net.mining.monitors import collapse_monitors
     from embedding_net.data.sampling import pk_dataset
-    from embedding_net.training.schedules import build_optimizer
+    from embedding_net.optim import build_optimizer
 
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)

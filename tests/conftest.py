@@ -14,7 +14,7 @@ SUBSET_ALPHABETS = frozenset({"Latin", "Greek", "Atlantean"})
 @pytest.fixture(scope="session")
 def omniglot_subset(tmp_path_factory):
     """A materialised Omniglot with 50 train characters and 26 val characters (one-shot run 1)."""
-    from embedding_net.data.datasets import materialize_omniglot
+    from embedding_net.data.datasets.omniglot import materialize_omniglot
 
     return materialize_omniglot(str(tmp_path_factory.mktemp("data") / "omniglot"), alphabets=SUBSET_ALPHABETS)
 

@@ -1,144 +1,22 @@
-"""Experiment configuration: YAML -> validated, frozen dataclasses.
+"""Experiment configuration: YAML -> validated, frozen dataclasses (`embedding_net.config.sections`).
 
 Precedence: defaults < the YAML file < `--set section.key=value` overrides (values parsed as
 YAML, so `--set train.epochs=3` gives an int and `--set model.weights=null` gives None).
 Every error is a `ConfigError` with a one-line message naming the key and the received value.
-Only `embedding_net.training.run` reads these objects; library classes take plain arguments.
+Only `embedding_net.training` reads these objects; library classes take plain arguments.
 """
 
 import dataclasses
 import math
-import os
 import typing
-from dataclasses import dataclass, field
 
 import yaml
 
 from embedding_net.atomic import atomic_write_text
+from embedding_net.config.components import applies, check_components, check_moved_keys
+from embedding_net.config.sections import Config
 from embedding_net.errors import ConfigError
-
-
-def _choice(*values):
-    return {"choices": values}
-
-
-def _at_least(minimum):
-    return {"min": minimum}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    backbone: str = "conv4"
-    input_shape: typing.Tuple[int, int, int] = field(default=(28, 28, 1), metadata=_at_least(1))
-    embedding_size: int = field(default=64, metadata=_at_least(1))
-    weights: typing.Optional[str] = None
-    pooling: str = field(default="avg", metadata=_choice("avg", "max", "gem"))
-    invert: bool = False
-    freeze: typing.Union[int, str] = "none"
-    architecture: str = field(default="embedding", metadata=_choice("embedding", "siamese", "triplet"))
-    siamese_head: str = field(default="euclidean", metadata=_choice("euclidean", "l1"))
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    root: str = "data/omniglot"
-    dataset: typing.Optional[str] = field(default=None, metadata=_choice(None, "omniglot"))
-    train_split: str = "train"
-    val_split: str = "val"
-    classes_per_batch: int = field(default=32, metadata=_at_least(2))
-    images_per_class: int = field(default=4, metadata=_at_least(2))
-    cache: str = field(default="auto", metadata=_choice("auto", "memory", "none"))
-    cache_max_gb: float = field(default=4.0, metadata=_at_least(0.0))
-    rotate_classes: bool = False
-    csv: typing.Optional[str] = None
-    csv_path_column: str = "path"
-    csv_label_column: str = "label"
-    csv_split_column: typing.Optional[str] = None
-    val_ratio: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
-    augmentation: str = field(default="none", metadata=_choice("none", "light", "default"))
-    transforms: typing.Tuple[dict, ...] = ()
-    batch_size: typing.Optional[int] = field(default=None, metadata=_at_least(2))
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    name: str = field(default="triplet", metadata=_choice("triplet", "contrastive", "binary_crossentropy", "arcface"))
-    mining: str = field(default="semi_hard", metadata=_choice("all", "hard", "semi_hard"))
-    pair_mining: str = field(default="random", metadata=_choice("random", "hard"))
-    negatives_selection_mode: str = field(
-        default="semihard", metadata=_choice("random", "hardest", "random_hard", "semihard"))
-    margin: float = field(default=0.2, metadata=_at_least(0.0))
-    scale: float = field(default=30.0, metadata={"min": 0.0, "exclusive": True})
-    soft_margin: bool = False
-    cross_replica: bool = False
-    positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
-    negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
-    distance: str = field(
-        default="euclidean", metadata=_choice("euclidean", "squared_euclidean", "cosine")
-    )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = field(default=10, metadata=_at_least(1))
-    steps_per_epoch: int = field(default=200, metadata=_at_least(1))
-    validation_steps: int = field(default=20, metadata=_at_least(0))
-    optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", "sgd", "rmsprop", "radam"))
-    learning_rate: float = field(default=1e-3, metadata={"min": 0.0, "exclusive": True})
-    momentum: float = field(default=0.9, metadata=_at_least(0.0))
-    nesterov: bool = False
-    weight_decay: float = field(default=0.004, metadata=_at_least(0.0))
-    lr_schedule: str = field(default="cosine", metadata=_choice("constant", "cosine", "step", "plateau"))
-    warmup_epochs: int = field(default=0, metadata=_at_least(0))
-    decay_factor: float = field(default=0.5, metadata={"min": 0.0, "exclusive": True})
-    step_size: int = field(default=5, metadata=_at_least(1))
-    plateau_patience: int = field(default=2, metadata=_at_least(1))
-    early_stopping_patience: typing.Optional[int] = field(default=None, metadata=_at_least(1))
-    restore_best: bool = True
-    pretrain_epochs: int = field(default=0, metadata=_at_least(0))
-    distribute: str = field(default="none", metadata=_choice("none", "mirrored", "multi_worker"))
-    mixed_precision: str = field(default="none", metadata=_choice("none", "float16", "bfloat16"))
-    export_litert: bool = True
-    seed: int = field(default=0, metadata=_at_least(0))
-    verbose: int = field(default=1, metadata=_choice(0, 1, 2))
-
-
-@dataclass(frozen=True)
-class EncodingsConfig:
-    splits: typing.Tuple[str, ...] = ("train", "val")
-    max_per_class: typing.Optional[int] = field(default=None, metadata=_at_least(1))
-    batch_size: int = field(default=256, metadata=_at_least(1))
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    knn_k: int = field(default=5, metadata=_at_least(1))
-    episodes: int = field(default=1000, metadata=_at_least(0))
-    plots: bool = True
-    tsne_max_points: int = field(default=2000, metadata=_at_least(10))
-    tsne_max_classes: typing.Optional[int] = field(default=None, metadata=_at_least(1))
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    work_dir: str = "work_dirs"
-    name: str = "omniglot"
-
-
-@dataclass(frozen=True)
-class Config:
-    model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
-    loss: LossConfig = LossConfig()
-    train: TrainConfig = TrainConfig()
-    encodings: EncodingsConfig = EncodingsConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    output: OutputConfig = OutputConfig()
-
-    @property
-    def run_dir(self):
-        """The folder that receives every output of the run."""
-        return os.path.join(self.output.work_dir, self.output.name)
+from embedding_net.models.architectures import architecture_entry
 
 
 def _type_name(annotation):
@@ -195,6 +73,8 @@ def _coerce(key, value, annotation):
 
 
 def _check_range(key, value, metadata):
+    if "choices_from" in metadata and not (value is None and metadata["optional"]):
+        metadata = {**metadata, "choices": (None,) * metadata["optional"] + tuple(metadata["choices_from"]())}
     if "choices" in metadata and value not in metadata["choices"]:
         names = ", ".join("null" if c is None else str(c) for c in metadata["choices"])
         raise ConfigError(f"{key} must be one of {names}, received: {value!r}")
@@ -238,33 +118,19 @@ def _check_consistency(config):
     if config.loss.positive_margin >= config.loss.negative_margin:
         raise ConfigError("loss.positive_margin must be below loss.negative_margin, received: "
                           f"{config.loss.positive_margin} and {config.loss.negative_margin}")
-    _check_architecture(config.model, config.loss)
+    _check_siamese_head(config.model, config.loss)
     if config.data.val_ratio is not None and config.data.val_ratio >= 1:
         raise ConfigError(f"data.val_ratio must be < 1, received: {config.data.val_ratio}")
     if not config.encodings.splits:
         raise ConfigError("encodings.splits must name at least one split, received: []")
 
 
-# The losses each `model.architecture` trains with: in-batch losses on P x K batches for the
-# plain embedding model; pair losses for the Siamese model; the triplet hinge for three inputs.
-ARCHITECTURE_LOSSES = {
-    "embedding": ("triplet", "contrastive", "arcface"),
-    "siamese": ("contrastive", "binary_crossentropy"),
-    "triplet": ("triplet",),
-}
-
-
-def _check_architecture(model, loss):
-    allowed = ARCHITECTURE_LOSSES[model.architecture]
-    if loss.name not in allowed:
-        raise ConfigError(f"loss.name of model.architecture {model.architecture} must be one of "
-                          f"{', '.join(allowed)}, received: {loss.name!r}")
-    if model.architecture == "siamese":
-        # The euclidean head outputs a distance (contrastive loss), the l1 head a probability.
-        needed = "contrastive" if model.siamese_head == "euclidean" else "binary_crossentropy"
-        if loss.name != needed:
-            raise ConfigError(f"loss.name of a Siamese model with model.siamese_head "
-                              f"{model.siamese_head} must be {needed}, received: {loss.name!r}")
+def _check_siamese_head(model, loss):
+    # The euclidean head outputs a distance (contrastive loss), the l1 head a probability.
+    head_losses = architecture_entry(model.architecture).info.get("head_losses")
+    if head_losses and loss.name != head_losses[model.siamese_head]:
+        raise ConfigError(f"loss.name of a Siamese model with model.siamese_head {model.siamese_head} "
+                          f"must be {head_losses[model.siamese_head]}, received: {loss.name!r}")
 
 
 def config_from_dict(raw):
@@ -277,8 +143,11 @@ def config_from_dict(raw):
     for name in raw:
         if name not in sections:
             raise ConfigError(f"unknown section '{name}'; valid sections: {', '.join(sections)}")
+    raw = {name: dict(values) if isinstance(values, dict) else values for name, values in raw.items()}
+    check_moved_keys(raw)
     hints = typing.get_type_hints(Config)
     config = Config(**{name: _build_section(name, hints[name], raw[name] or {}) for name in raw})
+    check_components(raw)
     _check_consistency(config)
     return config
 
@@ -325,11 +194,13 @@ def load_config(path=None, overrides=()):
 
 
 def config_to_dict(config):
-    """The config as plain nested dicts and lists, ready for YAML."""
+    """The config as plain nested dicts and lists, ready for YAML: every key that applies to
+    the components it chose (so that it loads back as the same config), and no other."""
     def plain(value):
         return list(plain(v) for v in value) if isinstance(value, tuple) else value
-    return {name: {k: plain(v) for k, v in dataclasses.asdict(section).items()}
+    full = {name: {k: plain(v) for k, v in dataclasses.asdict(section).items()}
             for name, section in ((f.name, getattr(config, f.name)) for f in dataclasses.fields(config))}
+    return {name: {k: v for k, v in values.items() if applies(full, f"{name}.{k}")} for name, values in full.items()}
 
 
 def save_config(config, path):

@@ -13,34 +13,11 @@ import inspect
 import threading
 
 import albumentations as A
-import cv2
 import numpy as np
 import tensorflow as tf
 from albumentations.core import transforms_interface
 
-AUGMENTATION_PRESETS = ("none", "light", "default")
-
-# Borders are filled by repeating the edge pixels: right for dark-on-light scans and
-# light-on-dark images alike, where a constant fill (black) would draw a frame on white paper.
-_BORDER = cv2.BORDER_REPLICATE
-
-
-def _preset_transforms(preset):
-    """The transforms of a preset (see `build_augmentation` for why these)."""
-    if preset == "none":
-        return []
-    if preset == "light":
-        return [A.Affine(translate_percent=(-0.04, 0.04), scale=(0.95, 1.05), rotate=(-5, 5),
-                         border_mode=_BORDER, p=0.5)]
-    # Koch et al. 2015 (Siamese one-shot Omniglot): rotation +-10 degrees, shear +-0.3
-    # (+-17 degrees), scale 0.8-1.2, translation +-2 px of 105.
-    return [
-        A.Affine(translate_percent=(-0.02, 0.02), scale=(0.8, 1.2), rotate=(-10, 10), shear=(-17, 17),
-                 border_mode=_BORDER, p=0.8),
-        A.GridDistortion(num_steps=5, distort_limit=0.1, border_mode=_BORDER, p=0.25),
-        A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.3),
-    ]
-
+from embedding_net.data.presets import get_augmentation, list_augmentations
 
 def list_transforms():
     """The names of the albumentations transforms that `transforms` entries may use."""
@@ -126,11 +103,11 @@ def build_augmentation(preset="none", transforms=None, seed=None):
     Returns:
         An `albumentations.Compose`, or None when there is nothing to apply.
     """
-    if preset not in AUGMENTATION_PRESETS:
-        raise ValueError(f"`preset` must be one of {', '.join(AUGMENTATION_PRESETS)}. Received: {preset!r}")
+    if preset not in list_augmentations():
+        raise ValueError(f"`preset` must be one of {', '.join(list_augmentations())}. Received: {preset!r}")
     if transforms is not None and not isinstance(transforms, (list, tuple)):
         raise ValueError(f"`transforms` must be a list of transforms. Received: {transforms!r}")
-    steps = _preset_transforms(preset) + [build_transform(spec) for spec in (transforms or ())]
+    steps = get_augmentation(preset)() + [build_transform(spec) for spec in (transforms or ())]
     if not steps:
         return None
     return A.Compose(steps, seed=seed)

@@ -21,12 +21,7 @@ import warnings
 import numpy as np
 
 from embedding_net.errors import DatasetError
-from embedding_net.data.images import (  # noqa: F401  (re-exported: decoding used to live here)
-    IMAGE_EXTENSIONS,
-    find_unreadable,
-    read_image,
-    read_images,
-)
+from embedding_net.data.images import IMAGE_EXTENSIONS
 
 # Files that file managers leave in folders; never images, never worth a warning.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})

@@ -9,8 +9,8 @@ on the embeddings, so two models evaluated with one seed see exactly the same ep
 
 import numpy as np
 
-from embedding_net.evaluation.nearest import distance_matrix
-from embedding_net.evaluation.retrieval import check_embeddings, check_positive
+from embedding_net.evaluation.distances import distance_matrix
+from embedding_net.evaluation.neighbours import check_embeddings, check_positive
 
 
 def sample_episodes(labels, n_way=20, k_shot=1, episodes=1000, queries_per_class=1, seed=0):

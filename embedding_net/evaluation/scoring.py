@@ -7,12 +7,10 @@
 import numpy as np
 
 from embedding_net.evaluation.episodes import episode_accuracy
-from embedding_net.evaluation.nearest import class_distances, evaluate_oneshot, nearest_classes, top_k_accuracy
-from embedding_net.evaluation.retrieval import (
-    knn_vote_accuracy,
-    nearest_centroid_accuracy,
-    retrieval_metrics,
-)
+from embedding_net.evaluation.neighbours import class_distances, class_top_k_accuracy, nearest_classes
+from embedding_net.evaluation.oneshot import evaluate_oneshot
+from embedding_net.evaluation.retrieval import knn_vote_accuracy, retrieval_metrics
+from embedding_net.evaluation.classification import nearest_centroid_accuracy
 from embedding_net.evaluation.verification import pair_distances, sample_pairs, verification_metrics
 
 EPISODE_WAYS = (20, 5)
@@ -48,7 +46,7 @@ def score_split(embeddings, labels, reference=None, distance="euclidean", knn_k=
     num_classes = int(max(labels.max(), ref_labels.max())) + 1
     distances = class_distances(embeddings, ref_embeddings, ref_labels, num_classes, distance,
                                 query_indices=query_indices)
-    top_k = top_k_accuracy(distances, labels, (1, 5))
+    top_k = class_top_k_accuracy(distances, labels, (1, 5))
     metrics = {
         "protocol": "leave_one_out" if reference is None else "query_vs_reference",
         "queries": int(len(labels)),

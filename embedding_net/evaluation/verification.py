@@ -8,7 +8,8 @@ the distances: ROC AUC, equal error rate, and the accuracy of the best distance 
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from embedding_net.evaluation.retrieval import check_embeddings, check_positive, paired_distances
+from embedding_net.evaluation.neighbours import check_embeddings, check_positive
+from embedding_net.evaluation.distances import paired_distances
 
 
 def verification_metrics(distances, same):

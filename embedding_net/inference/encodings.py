@@ -14,9 +14,13 @@ import zipfile
 import numpy as np
 
 from embedding_net.atomic import atomic_path
-from embedding_net.data.folders import drop_unusable, read_images, scan_image_folder
+from embedding_net.data.folders import drop_unusable, scan_image_folder
+from embedding_net.data.images import read_images
 from embedding_net.errors import EncodingsError
-from embedding_net.evaluation.nearest import DISTANCES, class_distances, nearest_classes, squared_norms
+from embedding_net.evaluation.distances import list_distances
+from embedding_net.evaluation.classification import class_centroids
+from embedding_net.evaluation.neighbours import class_distances, nearest_classes
+from embedding_net.evaluation.distances import squared_norms
 
 FORMAT_VERSION = 1
 _ARRAYS = ("embeddings", "labels", "class_names", "paths", "centroids", "metadata")
@@ -34,14 +38,6 @@ class Encodings:
     metadata: dict
     # Squared L2 norms of `embeddings`, filled by the first `classify` call; never saved.
     squared_norms: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
-
-
-def class_centroids(embeddings, labels, num_classes):
-    """Unit-length mean embedding of each class, float32 [C, D] (zeros for an empty class)."""
-    sums = np.zeros((num_classes, embeddings.shape[1]), np.float64)
-    np.add.at(sums, labels, embeddings)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def make_encodings(embeddings, labels, class_names, paths, metadata=None):
@@ -119,7 +115,7 @@ def _validated(path, arrays):
         metadata = None
     if not isinstance(metadata, dict):
         raise EncodingsError(f"{path}: metadata must be a JSON object")
-    if metadata.get("distance", "euclidean") not in DISTANCES:
+    if metadata.get("distance", "euclidean") not in list_distances():
         raise EncodingsError(f"{path}: unknown distance {metadata['distance']!r} in metadata")
     return Encodings(embeddings.astype(np.float32), labels.astype(np.int32), [str(n) for n in class_names],
                      [str(p) for p in paths], centroids.astype(np.float32), metadata)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from embedding_net.atomic import atomic_path
-from embedding_net.data.folders import IMAGE_EXTENSIONS, read_image
+from embedding_net.data.images import IMAGE_EXTENSIONS, read_image
 from embedding_net.inference.encodings import classify, embed_images, model_image_shape
 from embedding_net.errors import DatasetError
 

@@ -1,1 +1,14 @@
-"""TODO"""
+"""Losses, one family per file, each registered with `register_loss` for the architecture it trains.
+
+    from embedding_net.losses.registry import get_loss, list_losses
+    loss = get_loss("triplet")(margin=0.4, mining="semi_hard")   # called as loss(labels, embeddings)
+"""
+
+from embedding_net.losses.registry import ARCHITECTURES, get_loss, list_losses, loss_settings, register_loss
+from embedding_net.losses.arcface import ArcFace, build_arcface_model
+from embedding_net.losses.contrastive import BatchContrastiveLoss, ContrastiveLoss
+from embedding_net.losses.triplet import TripletLoss, TripletMarginLoss, triplet_loss
+
+__all__ = ["ARCHITECTURES", "ArcFace", "BatchContrastiveLoss", "ContrastiveLoss",
+           "TripletLoss", "TripletMarginLoss", "build_arcface_model", "get_loss", "list_losses",
+           "loss_settings", "register_loss", "triplet_loss"]

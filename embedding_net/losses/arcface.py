@@ -10,6 +10,7 @@ with `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`:
     embedding_model.save("embedding.keras")  # the shared tower is what is kept
 
 The centres are discarded with the training model: only the embedding tower is saved and used.
+The registered loss `arcface` is this layer: the training layer builds the model around it.
 """
 
 import math
@@ -17,7 +18,10 @@ import math
 import keras
 from keras import ops
 
+from embedding_net.losses.registry import register_loss
 
+
+@register_loss("arcface", settings=("scale", "margin"))
 @keras.saving.register_keras_serializable(package="embedding_net")
 class ArcFace(keras.layers.Layer):
     """Cosine logits against trainable class centres, with an additive angular margin.

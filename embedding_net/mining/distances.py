@@ -6,13 +6,13 @@ apart. Mining and losses work on the B x B matrix these functions return.
 
 from keras import ops
 
-# The names are defined with the NumPy implementations, which must not import TensorFlow.
-from embedding_net.evaluation.nearest import DISTANCES, check_distance  # noqa: F401
+# The names are registered with the NumPy implementations, which must not import TensorFlow;
+# `BATCH_DISTANCES` gives each its `keras.ops` form (a test checks that both cover the registry).
+from embedding_net.evaluation.distances import check_distance
 
 # The expansion |a|^2 - 2 a.b + |b|^2 loses about this much, relative to |a|^2 + |b|^2, to
 # float32 rounding; anything below it is indistinguishable from an exact duplicate.
 _RELATIVE_ROUNDING = 4 * 1.1920929e-07
-
 
 
 def squared_euclidean(embeddings):
@@ -64,6 +64,7 @@ def pairwise_distances(embeddings, distance="euclidean"):
         float32 tensor [B, B] with a zero diagonal.
     """
     check_distance(distance)
-    return {"euclidean": euclidean, "squared_euclidean": squared_euclidean, "cosine": cosine}[
-        distance
-    ](embeddings)
+    return BATCH_DISTANCES[distance](embeddings)
+
+
+BATCH_DISTANCES = {"euclidean": euclidean, "squared_euclidean": squared_euclidean, "cosine": cosine}

@@ -10,7 +10,8 @@ from keras import ops
 
 from embedding_net.mining import rules
 from embedding_net.mining.batch_all import active_fraction
-from embedding_net.mining.distances import check_distance, pairwise_distances
+from embedding_net.evaluation.distances import check_distance
+from embedding_net.mining.distances import pairwise_distances
 
 
 class _BatchMonitor(keras.metrics.Mean):

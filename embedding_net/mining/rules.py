@@ -5,8 +5,7 @@ the generators that mine with the live model call the same functions on the embe
 computed. Masked entries are replaced by values that can never win a reduction, so no Python
 loop over pairs or triplets is needed and no tensor larger than B x B is built, except by
 `batch_all_triplet_values`, which is B x B x B by definition (the losses and monitors use
-`embedding_net.mining.batch_all` instead, which never builds it), by `select_negatives`, which is
-[number of positive pairs, B]: P K (K - 1) x P K for a P x K batch, and by
+`embedding_net.mining.batch_all` instead, which never builds it), and by
 `semi_hard_negative`, which is [B, M, B] for M <= 8 positives per anchor.
 
 Conventions: `labels` is an integer vector [B]; `distances` is [B, B] with `distances[a, j]`
@@ -15,48 +14,9 @@ same class, a negative is a sample of another class.
 
 The triplet value of (a, p, n) is v = d(a, p) - d(a, n) + margin, computed as in
 `batch_all_triplet_values`; the hinge of every triplet loss is active exactly when v > 0.
-
-How the generator rules (`select_negatives`, one negative for every anchor-positive pair, used by
-`embedding_net.training.generators.TripletGenerator`) relate to the in-batch ones (`TripletLoss`):
-
-- `random`: any negative, i.e. any triplet of the `valid` mask of `batch_all_triplet_values`.
-- `hardest`: the negative of largest v, which is the nearest negative: its distance is
-  `hardest_negative(distances, negatives)[a]`, for every positive p of a. Batch-hard also takes
-  a's farthest positive; the generator keeps every positive pair instead.
-- `random_hard`: a random negative with v > 0: one triplet drawn from those that batch-all
-  averages over.
-- `semihard`: a random negative with d(a, n) > d(a, p) (the strict comparison of
-  `semi_hard_negative`) and v > 0, i.e. 0 < d(a, n) - d(a, p) < margin (FaceNet, Schroff et al.
-  2015). When this window is not empty, `semi_hard_negative`'s choice (the nearest negative
-  farther than p) is its hardest member; when it is empty, that choice is the fallback (no
-  negative is farther than p) or a negative whose hinge is inactive (the pair costs 0).
-
-A pair qualifies when its rule found a negative; a pair that does not qualify gets its hardest
-negative (largest v) so that a generator can fill its batch with the hardest remaining triplets.
 """
 
 from keras import ops
-
-MINING_STRATEGIES = ("all", "hard", "semi_hard")
-NEGATIVES_SELECTION_MODES = ("random", "hardest", "random_hard", "semihard")
-
-
-def check_mining(mining):
-    """Raises a `ValueError` echoing `mining` unless it names a known strategy."""
-    if mining not in MINING_STRATEGIES:
-        raise ValueError(
-            f"`mining` must be one of {', '.join(MINING_STRATEGIES)}. Received: {mining!r}"
-        )
-
-
-def check_negatives_selection_mode(mode):
-    """Raises a `ValueError` echoing `mode` unless it names a generator selection rule."""
-    if mode not in NEGATIVES_SELECTION_MODES:
-        raise ValueError(
-            "`negatives_selection_mode` must be one of "
-            f"{', '.join(NEGATIVES_SELECTION_MODES)}. Received: {mode!r}"
-        )
-
 
 def positive_mask(labels):
     """Boolean [B, B]: True where j != a and labels[j] == labels[a]."""
@@ -194,82 +154,3 @@ def anchor_positive_pairs(labels):
     """
     anchors, positives = ops.nonzero(positive_mask(labels))
     return ops.cast(anchors, "int32"), ops.cast(positives, "int32")
-
-
-def select_negatives(distances, labels, anchors, positives, margin, mode, random_keys=None):
-    """One negative for every anchor-positive pair, by a generator rule (see the module docstring).
-
-    Works on the [P, B] matrix of triplet values v[i, n] = d(a_i, p_i) - d(a_i, n) + margin: each
-    rule is a mask of candidates over the negatives of a_i, and the choice a masked argmax, so no
-    loop over pairs and nothing of size B x B x B is built.
-
-    Args:
-        distances: float [B, B], e.g. from `embedding_net.mining.distances.pairwise_distances`.
-        labels: integer [B].
-        anchors, positives: integer [P], the pairs, e.g. from `anchor_positive_pairs`.
-        margin: the triplet margin.
-        mode: `random`, `hardest`, `random_hard` or `semihard`.
-        random_keys: float [P, B] in [0, 1), required unless `mode` is `hardest`: the candidate
-            of pair i with the largest key is chosen, so uniform keys make a uniform choice and
-            the function itself is deterministic.
-
-    Returns:
-        `(negatives, values, qualified)`: int32 [P], the chosen negative's batch index (-1 when
-        a_i has no negative in the batch); float32 [P], its triplet value; bool [P], whether the
-        rule found a candidate. A pair that does not qualify gets its hardest negative (largest
-        value) instead.
-    """
-    check_negatives_selection_mode(mode)
-    if mode != "hardest" and random_keys is None:
-        raise ValueError(f"`negatives_selection_mode` {mode!r} needs `random_keys`")
-    distances = ops.cast(distances, "float32")
-    anchors = ops.cast(ops.reshape(anchors, (-1,)), "int32")
-    positives = ops.cast(ops.reshape(positives, (-1,)), "int32")
-    anchor_rows = ops.take(distances, anchors, axis=0)  # [P, B]: d(a_i, n) for every n
-    positive_distances = ops.take_along_axis(anchor_rows, positives[:, None], axis=1)  # [P, 1]
-    values = positive_distances - anchor_rows + margin
-    is_negative = ops.take(negative_mask(labels), anchors, axis=0)
-    candidates = ops.logical_and(is_negative, ops.greater(values, 0.0))
-    if mode == "random":
-        candidates = is_negative
-    elif mode == "semihard":
-        candidates = ops.logical_and(candidates, ops.greater(anchor_rows, positive_distances))
-    qualified = ops.any(candidates, axis=1)
-    # Below every value v >= margin - max(d): a masked entry never wins the argmax.
-    never = margin - ops.max(distances) - 1.0
-    hardest = ops.cast(ops.argmax(ops.where(is_negative, values, never), axis=1), "int32")
-    chosen = hardest
-    if mode != "hardest":
-        keys = ops.cast(random_keys, "float32")
-        drawn = ops.cast(ops.argmax(ops.where(candidates, keys, -1.0), axis=1), "int32")
-        chosen = ops.where(qualified, drawn, hardest)
-    chosen_values = ops.take_along_axis(values, chosen[:, None], axis=1)[:, 0]
-    has_negative = ops.any(is_negative, axis=1)
-    chosen = ops.where(has_negative, chosen, -ops.ones_like(chosen))
-    return chosen, chosen_values, ops.logical_and(qualified, has_negative)
-
-
-def hardest_pairs(distances, labels, num_positive, num_negative):
-    """The `num_positive` farthest positive pairs and the `num_negative` nearest negative pairs.
-
-    Each unordered pair {i, j} is counted once, as (i, j) with i < j; ties go to the pair that
-    comes first in row-major order. The batch must hold at least that many pairs of each kind.
-
-    Returns:
-        `(positive_pairs, negative_pairs)`, int32 [num_positive, 2] and [num_negative, 2] of
-        batch indices, hardest first.
-    """
-    distances = ops.cast(distances, "float32")
-    size = ops.shape(distances)[0]
-    upper = ops.cast(ops.triu(ops.ones((size, size)), 1), "bool")
-    # Scores to maximise; masked entries score below every unmasked one (distances are >= 0).
-    low = -ops.max(distances) - 1.0
-    positive_scores = ops.where(ops.logical_and(positive_mask(labels), upper), distances, low)
-    negative_scores = ops.where(ops.logical_and(negative_mask(labels), upper), -distances, low)
-
-    def top(scores, count):
-        _, flat = ops.top_k(ops.reshape(scores, (-1,)), count)
-        flat = ops.cast(flat, "int32")
-        return ops.stack([flat // size, flat % size], axis=1)
-
-    return top(positive_scores, num_positive), top(negative_scores, num_negative)

@@ -6,7 +6,7 @@ import keras
 
 from embedding_net.errors import ModelFileError
 from embedding_net.models.backbones import build_backbone, get_backbone
-from embedding_net.models.layers import GeneralizedMeanPooling, ImagePreprocessing, L2Normalization, PairDistance
+from embedding_net.models.layers import GeneralizedMeanPooling, ImagePreprocessing, L2Normalization
 
 POOLINGS = ("avg", "max", "gem")
 
@@ -105,36 +105,3 @@ def load_embedding_model(path):
     except Exception as error:  # Keras raises many types for a bad file; all mean the same here
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"cannot load model {path}: {reason}") from None
-
-
-def build_siamese_model(embedding_model, head="euclidean", name="siamese_model"):
-    """Two image inputs, one shared embedding tower, and a distance head (Koch et al. 2015).
-
-    Pair label 1 = same class, everywhere in embedding_net.
-
-    Args:
-        embedding_model: the tower, e.g. from `build_embedding_model`; both inputs use it, so
-            they share every weight.
-        head: `euclidean`: the output [B, 1] is the distance between the two embeddings (train
-            with `ContrastiveLoss`); `l1`: |e1 - e2| followed by a dense sigmoid, the output
-            [B, 1] is the probability that the pair is of the same class (train with binary
-            cross-entropy).
-    """
-    shape = embedding_model.input_shape[1:]
-    first = keras.Input(shape, dtype="uint8", name="first_image")
-    second = keras.Input(shape, dtype="uint8", name="second_image")
-    output = PairDistance(head, name="pair_distance")(embedding_model(first), embedding_model(second))
-    if head == "l1":
-        output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="same_class")(output)
-    return keras.Model([first, second], output, name=name)
-
-
-def build_triplet_model(embedding_model, name="triplet_model"):
-    """Three image inputs (anchor, positive, negative) sharing one embedding tower; the output
-    [B, 3, D] stacks their embeddings, for losses on explicit triplets."""
-    shape = embedding_model.input_shape[1:]
-    inputs = [keras.Input(shape, dtype="uint8", name=f"{role}_image") for role in ("anchor", "positive", "negative")]
-    embeddings = [embedding_model(x) for x in inputs]
-    output = keras.layers.Concatenate(axis=1, name="stacked")(
-        [keras.layers.Reshape((1, -1), name=f"{role}_row")(e) for role, e in zip(("anchor", "positive", "negative"), embeddings)])
-    return keras.Model(inputs, output, name=name)

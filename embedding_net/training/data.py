@@ -8,8 +8,9 @@ import os
 import numpy as np
 
 from embedding_net.data.augmentation import build_augmentation
-from embedding_net.data.folders import drop_unusable, find_unreadable, read_images, scan_image_folder
-from embedding_net.data.datasets import DATASETS
+from embedding_net.data.folders import drop_unusable, scan_image_folder
+from embedding_net.data.images import find_unreadable, read_images
+from embedding_net.data.datasets.registry import get_dataset
 from embedding_net.inference.encodings import embed_folder_images
 from embedding_net.errors import ConfigError, DatasetError
 from embedding_net.data.sampling import pk_dataset
@@ -19,7 +20,7 @@ from embedding_net.data.sources import scan_splits
 def prepare_dataset(data):
     """Materialises a built-in dataset on first use; returns the dataset root."""
     if data.dataset is not None:
-        DATASETS[data.dataset](data.root)
+        get_dataset(data.dataset)(data.root)
     if not os.path.isdir(data.root):
         raise DatasetError(f"data.root folder not found: {data.root}")
     return data.root

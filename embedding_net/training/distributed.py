@@ -168,48 +168,6 @@ def distribute_dataset(dataset, strategy):
 # ----------------------------------------------------------------------------- inside a loss
 
 
-def _replica_context():
-    """The replica context of a step run on several replicas; None on one device and in a
-    cross-replica context (e.g. Keras building the loss symbolically in `strategy.scope()`)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return None
-    return context
-
-
-def gather_across_replicas(labels, embeddings, sample_weight=None):
-    """The labels, embeddings (and sample weights) of every replica, concatenated in replica
-    order, when called in a replica context of several replicas; the inputs unchanged otherwise.
-
-    The gradient of `all_gather` sums the upstream gradients of all replicas and keeps this
-    replica's rows: with the loss divided by the number of replicas (`scale_for_replicas`), each
-    replica gets d(loss)/d(its embeddings), and the sum over replicas that the optimizer applies
-    is the one-device gradient. Labels travel as int64 (int32 tensors live in host memory on
-    GPUs); sample weights as float32.
-    """
-    context = _replica_context()
-    if context is None:
-        return labels, embeddings, sample_weight
-    labels = context.all_gather(tf.cast(tf.reshape(labels, [-1]), tf.int64), axis=0)
-    embeddings = context.all_gather(embeddings, axis=0)
-    if sample_weight is not None:
-        sample_weight = context.all_gather(tf.cast(tf.reshape(sample_weight, [-1]), tf.float32), axis=0)
-    return labels, embeddings, sample_weight
-
-
-def scale_for_replicas(loss):
-    """`loss / replicas` in a replica context of several replicas, else `loss`.
-
-    Keras' own losses do this in their reduction and `model.fit` multiplies it back for the
-    logs; losses that return a scalar themselves must do it, or the summed gradients and the
-    logged loss come out `replicas` times too large.
-    """
-    context = _replica_context()
-    if context is None:
-        return loss
-    return loss * (1.0 / context.num_replicas_in_sync)
-
-
 # ----------------------------------------------------------------------------- training loop
 
 

@@ -34,7 +34,8 @@ from embedding_net.training.distributed import (
     worker_dir,
 )
 from embedding_net.errors import ConfigError, TrainingDivergedError
-from embedding_net.training.generators import PairGenerator, TripletGenerator
+from embedding_net.training.generators.pairs import PairGenerator
+from embedding_net.training.generators.triplets import TripletGenerator
 from embedding_net.models.builders import build_embedding_model, load_embedding_model
 from embedding_net.training.pretraining import pretrain_classifier
 from embedding_net.viz.reports import plot_tsne_pair, tsne_subsample, write_class_tables

@@ -9,21 +9,31 @@ import keras
 from embedding_net.losses.arcface import arcface_batches, build_arcface_model
 from embedding_net.data.augmentation import BatchAugmenter, augment_dataset
 from embedding_net.errors import ConfigError
-from embedding_net.training.generators import PairGenerator, TripletGenerator
-from embedding_net.losses.pairs import BatchContrastiveLoss, ContrastiveLoss, TripletLoss, TripletMarginLoss
-from embedding_net.models.builders import build_siamese_model, build_triplet_model
+from embedding_net.training.generators.pairs import PairGenerator
+from embedding_net.training.generators.triplets import TripletGenerator
+from embedding_net.losses.registry import get_loss, loss_settings
+from embedding_net.models.architectures import get_architecture
+from embedding_net.registry import constructor_arguments
 from embedding_net.mining.monitors import collapse_monitors
-from embedding_net.training.schedules import build_learning_rate, plateau_callbacks
-from embedding_net.training.schedules import build_optimizer as build_optimizer_by_name
+from embedding_net.optim.schedules import build_learning_rate, plateau_callbacks
+from embedding_net.optim import build_optimizer as build_optimizer_by_name
+from embedding_net.optim.optimizers import optimizer_settings
+from embedding_net.optim.schedules import get_schedule, reduces_on_plateau, schedule_settings
 from embedding_net.training.data import batches, build_augmentation_from
 
 
-def build_loss(loss):
-    """The in-batch loss of `loss.name` for the plain embedding model (P x K batches)."""
-    if loss.name == "contrastive":
-        return BatchContrastiveLoss(loss.positive_margin, loss.negative_margin, loss.distance,
-                                    cross_replica=loss.cross_replica)
-    return TripletLoss(loss.margin, loss.mining, loss.distance, loss.soft_margin, cross_replica=loss.cross_replica)
+def loss_arguments(loss, architecture="embedding"):
+    """The constructor arguments of the loss `loss.name` of `architecture`: its settings in the
+    `loss` section that its class takes (a generator reads `mining`), null ones left out so
+    that the class's own default applies."""
+    accepted = constructor_arguments(get_loss(loss.name, architecture))
+    return {key: getattr(loss, key) for key in loss_settings(loss.name, architecture)
+            if key in accepted and getattr(loss, key) is not None}
+
+
+def build_loss(loss, architecture="embedding"):
+    """The loss of `loss.name` for `architecture`, from its settings in the config."""
+    return get_loss(loss.name, architecture)(**loss_arguments(loss, architecture))
 
 
 class TrainingSetup(typing.NamedTuple):
@@ -65,7 +75,7 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
                                                class_names=names))
         else:
             val_data = None  # new classes (e.g. Omniglot's evaluation characters) have no centre
-        arcface = build_arcface_model(model, len(names), loss.scale, loss.margin)
+        arcface = build_arcface_model(model, len(names), **loss_arguments(loss))
         return TrainingSetup(arcface, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                              [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                              arcface_batches(train_data), val_data)
@@ -76,41 +86,49 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
     batch_size = data.batch_size or data.classes_per_batch * data.images_per_class
     augment = None if augmentation is None else BatchAugmenter(augmentation, seed)
 
+    mining = {} if loss.mining is None else {"mining": loss.mining}
+
     def generator(folder, images, generator_seed, augment=None):
         eligible = int((folder.class_counts() >= 2).sum())
         common = dict(batch_size=batch_size, steps_per_epoch=config.train.steps_per_epoch,
-                      k_classes=min(data.classes_per_batch, eligible), k_samples=data.images_per_class,
-                      distance=loss.distance, seed=generator_seed, augment=augment)
+                      classes_per_batch=min(data.classes_per_batch, eligible),
+                      images_per_class=data.images_per_class, distance=loss.distance, seed=generator_seed,
+                      augment=augment, embedding_model=model, **mining)
         if architecture == "siamese":
-            return PairGenerator.from_folder(folder, images, mining=loss.pair_mining, embedding_model=model, **common)
-        return TripletGenerator.from_folder(folder, images, embedding_model=model, margin=loss.margin,
-                                            negatives_selection_mode=loss.negatives_selection_mode, **common)
+            return PairGenerator.from_folder(folder, images, **common)
+        return TripletGenerator.from_folder(folder, images, margin=loss.margin, **common)
 
     train_data = generator(train_folder, train_images, seed, augment)
     val_data = None
     if val_folder is not None and val_images is not None and (val_folder.class_counts() >= 2).sum() >= 2:
         val_data = generator(val_folder, val_images, seed + 1)
     if architecture == "siamese":
-        siamese = build_siamese_model(model, config.model.siamese_head)
-        if config.model.siamese_head == "l1":
-            return TrainingSetup(siamese, keras.losses.BinaryCrossentropy(),
-                                 [keras.metrics.BinaryAccuracy(name="accuracy")], train_data, val_data)
-        return TrainingSetup(siamese, ContrastiveLoss(loss.margin), [], train_data, val_data)
-    return TrainingSetup(build_triplet_model(model), TripletMarginLoss(loss.margin, loss.distance), [],
+        siamese = get_architecture(architecture)(model, config.model.siamese_head)
+        # The l1 head outputs a probability: its accuracy is a meaningful training figure.
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")] if config.model.siamese_head == "l1" else []
+        return TrainingSetup(siamese, build_loss(loss, architecture), metrics, train_data, val_data)
+    return TrainingSetup(get_architecture(architecture)(model), build_loss(loss, architecture), [],
                          train_data, val_data)
 
 
 def build_optimizer(train):
     """The optimizer of `train.optimizer`, with the `train.lr_schedule` learning rate."""
-    learning_rate = build_learning_rate(
-        train.learning_rate, train.lr_schedule, total_steps=train.epochs * train.steps_per_epoch,
-        warmup_steps=train.warmup_epochs * train.steps_per_epoch,
-        step_size=train.step_size * train.steps_per_epoch, decay_factor=train.decay_factor)
-    return build_optimizer_by_name(train.optimizer, learning_rate, train.momentum, train.nesterov,
-                                   train.weight_decay)
+    # The config counts warm-up and step size in epochs; the schedules count optimizer steps.
+    in_steps = {"warmup_epochs": "warmup_steps", "step_size": "step_size"}
+    accepted = constructor_arguments(get_schedule(train.lr_schedule))
+    arguments = {}
+    for key in schedule_settings(train.lr_schedule):
+        value = getattr(train, key)
+        name = in_steps.get(key, key)
+        if name in accepted:
+            arguments[name] = value * train.steps_per_epoch if key in in_steps else value
+    learning_rate = build_learning_rate(train.learning_rate, train.lr_schedule,
+                                        total_steps=train.epochs * train.steps_per_epoch, **arguments)
+    return build_optimizer_by_name(train.optimizer, learning_rate,
+                                   **{key: getattr(train, key) for key in optimizer_settings(train.optimizer)})
 
 
 def schedule_callbacks(train, monitor):
     """Reduce-on-plateau and early stopping (restoring the best weights), when configured."""
-    return plateau_callbacks(monitor, train.plateau_patience if train.lr_schedule == "plateau" else None,
+    return plateau_callbacks(monitor, train.plateau_patience if reduces_on_plateau(train.lr_schedule) else None,
                              train.decay_factor, train.early_stopping_patience)

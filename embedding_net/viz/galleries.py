@@ -38,7 +38,7 @@ def nearest_neighbours(query_embeddings, reference_embeddings, k=5, distance="eu
     Returns:
         int64 [Q, min(k, N)] (N - 1 with `exclude_self`).
     """
-    from embedding_net.evaluation.nearest import distance_matrix  # pulls in keras: only when used
+    from embedding_net.evaluation.distances import distance_matrix  # pulls in keras: only when used
 
     queries = np.asarray(query_embeddings, np.float32)
     references = np.asarray(reference_embeddings, np.float32)
@@ -90,7 +90,7 @@ def _as_rgb_uint8(images, what):
 
 def _read_tiles(paths, image_size):
     """RGB tiles of the unique `paths`; a missing or unreadable file is a grey tile, not an error."""
-    from embedding_net.data.folders import read_images
+    from embedding_net.data.images import read_images
 
     unique = sorted(set(paths))  # a reference retrieved by many queries is read once
     images, failed = read_images(unique, (image_size, image_size), 3)

@@ -14,14 +14,7 @@ import os
 import numpy as np
 
 from embedding_net.atomic import atomic_write_text
-from embedding_net.viz.galleries import (  # noqa: F401  (re-exported)
-    nearest_neighbours,
-    plot_batch,
-    plot_neighbour_gallery,
-    plot_pairs,
-    plot_triplets,
-    save_figure,
-)
+from embedding_net.viz.galleries import save_figure
 
 LEGEND_CLASSES = 20  # beyond this a legend is unreadable: the rest are summarised as "+N more"
 _INTERACTIVE_TRACES = 40  # one toggleable trace per class up to this; one coloured trace beyond
@@ -184,7 +177,7 @@ def _thumbnail_uris(paths, size):
     """PNG data URIs of the images, "" for a missing or unreadable one (never an error)."""
     import cv2
 
-    from embedding_net.data.folders import read_images
+    from embedding_net.data.images import read_images
 
     images, failed = read_images(paths, (size, size), 3)
     unreadable = {p for p, _ in failed}

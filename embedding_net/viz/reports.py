@@ -7,14 +7,9 @@ import time
 import numpy as np
 
 from embedding_net.atomic import atomic_write_text
-from embedding_net.evaluation.retrieval import confusion_matrix, per_class_accuracy
-from embedding_net.viz.maps import (
-    nearest_neighbours,
-    plot_neighbour_gallery,
-    plot_tsne,
-    plot_tsne_interactive,
-    tsne_2d,
-)
+from embedding_net.evaluation.classification import confusion_matrix, per_class_accuracy
+from embedding_net.viz.galleries import nearest_neighbours, plot_neighbour_gallery
+from embedding_net.viz.maps import plot_tsne, plot_tsne_interactive, tsne_2d
 
 
 def plot_tsne_pair(stem, embeddings, folder, indices, stage, seed):

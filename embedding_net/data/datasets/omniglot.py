@@ -20,7 +20,8 @@ import shutil
 import cv2
 import numpy as np
 
-from embedding_net.data.folders import DatasetError
+from embedding_net.data.datasets.registry import register_dataset
+from embedding_net.errors import DatasetError
 
 SOURCE_DIR = os.path.join(os.path.dirname(__file__), "files", "omniglot")
 SPLIT_FILES = {"train": "images_background.npz", "val": "images_evaluation.npz"}
@@ -78,6 +79,7 @@ def _convert_oneshot_runs(source, written_val):
         "relative to images_evaluation", "relative to the dataset root"), "runs": runs}
 
 
+@register_dataset("omniglot")
 def materialize_omniglot(root, alphabets=None, source_dir=SOURCE_DIR):
     """Writes Omniglot under `root` unless a complete copy is already there.
 

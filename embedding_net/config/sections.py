@@ -1,0 +1,145 @@
+"""The config's sections as frozen dataclasses: one field per key, its type, default and range.
+
+A key whose value names a component (`model.backbone`, `loss.name`, `train.optimizer`, ...)
+takes its choices from that component's registry (`choices_from`), so no list of names is
+copied here. Which other keys apply depends on the components chosen: see
+`embedding_net.config.components`. The key table of the README documents every key.
+"""
+
+import os
+import typing
+from dataclasses import dataclass, field
+
+from embedding_net.data.datasets import list_datasets
+from embedding_net.data.presets import list_augmentations
+from embedding_net.evaluation.distances import list_distances
+from embedding_net.models.architectures import list_architectures
+from embedding_net.models.backbones import list_backbones
+from embedding_net.models.builders import POOLINGS
+from embedding_net.optim import list_optimizers, list_schedules
+
+
+def _choice(*values):
+    return {"choices": values}
+
+
+def _registry(names, optional=False):
+    """Choices read from a registry when the key is validated (after every registration)."""
+    return {"choices_from": names, "optional": optional}
+
+
+def _at_least(minimum):
+    return {"min": minimum}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = field(default="conv4", metadata=_registry(list_backbones))
+    input_shape: typing.Tuple[int, int, int] = field(default=(28, 28, 1), metadata=_at_least(1))
+    embedding_size: int = field(default=64, metadata=_at_least(1))
+    weights: typing.Optional[str] = None
+    pooling: str = field(default="avg", metadata=_choice(*POOLINGS))
+    invert: bool = False
+    freeze: typing.Union[int, str] = "none"
+    architecture: str = field(default="embedding", metadata=_registry(list_architectures))
+    siamese_head: str = field(default="euclidean", metadata=_choice("euclidean", "l1"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/omniglot"
+    dataset: typing.Optional[str] = field(default=None, metadata=_registry(list_datasets, optional=True))
+    train_split: str = "train"
+    val_split: str = "val"
+    classes_per_batch: int = field(default=32, metadata=_at_least(2))
+    images_per_class: int = field(default=4, metadata=_at_least(2))
+    cache: str = field(default="auto", metadata=_choice("auto", "memory", "none"))
+    cache_max_gb: float = field(default=4.0, metadata=_at_least(0.0))
+    rotate_classes: bool = False
+    csv: typing.Optional[str] = None
+    csv_path_column: str = "path"
+    csv_label_column: str = "label"
+    csv_split_column: typing.Optional[str] = None
+    val_ratio: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
+    augmentation: str = field(default="none", metadata=_registry(list_augmentations))
+    transforms: typing.Tuple[dict, ...] = ()
+    batch_size: typing.Optional[int] = field(default=None, metadata=_at_least(2))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The loss and its settings; which keys apply is the chosen loss's business (its class
+    documents them). `mining` null means the loss's own default."""
+
+    name: str = "triplet"
+    mining: typing.Optional[str] = None
+    margin: float = field(default=0.2, metadata=_at_least(0.0))
+    scale: float = field(default=30.0, metadata={"min": 0.0, "exclusive": True})
+    soft_margin: bool = False
+    cross_replica: bool = False
+    positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
+    negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
+    distance: str = field(default="euclidean", metadata=_registry(list_distances))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=10, metadata=_at_least(1))
+    steps_per_epoch: int = field(default=200, metadata=_at_least(1))
+    validation_steps: int = field(default=20, metadata=_at_least(0))
+    optimizer: str = field(default="adam", metadata=_registry(list_optimizers))
+    learning_rate: float = field(default=1e-3, metadata={"min": 0.0, "exclusive": True})
+    momentum: float = field(default=0.9, metadata=_at_least(0.0))
+    nesterov: bool = False
+    weight_decay: float = field(default=0.004, metadata=_at_least(0.0))
+    lr_schedule: str = field(default="cosine", metadata=_registry(list_schedules))
+    warmup_epochs: int = field(default=0, metadata=_at_least(0))
+    decay_factor: float = field(default=0.5, metadata={"min": 0.0, "exclusive": True})
+    step_size: int = field(default=5, metadata=_at_least(1))
+    plateau_patience: int = field(default=2, metadata=_at_least(1))
+    early_stopping_patience: typing.Optional[int] = field(default=None, metadata=_at_least(1))
+    restore_best: bool = True
+    pretrain_epochs: int = field(default=0, metadata=_at_least(0))
+    distribute: str = field(default="none", metadata=_choice("none", "mirrored", "multi_worker"))
+    mixed_precision: str = field(default="none", metadata=_choice("none", "float16", "bfloat16"))
+    export_litert: bool = True
+    seed: int = field(default=0, metadata=_at_least(0))
+    verbose: int = field(default=1, metadata=_choice(0, 1, 2))
+
+
+@dataclass(frozen=True)
+class EncodingsConfig:
+    splits: typing.Tuple[str, ...] = ("train", "val")
+    max_per_class: typing.Optional[int] = field(default=None, metadata=_at_least(1))
+    batch_size: int = field(default=256, metadata=_at_least(1))
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    knn_k: int = field(default=5, metadata=_at_least(1))
+    episodes: int = field(default=1000, metadata=_at_least(0))
+    plots: bool = True
+    tsne_max_points: int = field(default=2000, metadata=_at_least(10))
+    tsne_max_classes: typing.Optional[int] = field(default=None, metadata=_at_least(1))
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    work_dir: str = "work_dirs"
+    name: str = "omniglot"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    encodings: EncodingsConfig = EncodingsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    output: OutputConfig = OutputConfig()
+
+    @property
+    def run_dir(self):
+        """The folder that receives every output of the run."""
+        return os.path.join(self.output.work_dir, self.output.name)

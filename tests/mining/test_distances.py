@@ -1,0 +1,155 @@
+"""Pairwise distances checked against brute-force float64 loops over every pair of rows."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from embedding_net.evaluation.distances import list_distances
+from embedding_net.mining.distances import pairwise_distances
+
+DISTANCES = list_distances()
+from embedding_net.evaluation.distances import check_distance
+
+RTOL = 1e-5
+ATOL = 1e-6
+
+
+def reference_distance(u, v, distance):
+    """One distance between two float64 vectors, written out term by term."""
+    u = [float(t) for t in u]
+    v = [float(t) for t in v]
+    if distance == "squared_euclidean":
+        return sum((a - b) ** 2 for a, b in zip(u, v))
+    if distance == "euclidean":
+        return math.sqrt(sum((a - b) ** 2 for a, b in zip(u, v)))
+    if distance == "cosine":
+        norm_u = math.sqrt(sum(a * a for a in u))
+        norm_v = math.sqrt(sum(b * b for b in v))
+        if norm_u == 0.0 or norm_v == 0.0:  # documented: zero vectors count as orthogonal
+            return 1.0
+        return 1.0 - sum(a * b for a, b in zip(u, v)) / (norm_u * norm_v)
+    raise AssertionError(distance)
+
+
+def reference_matrix(embeddings, distance):
+    rows = np.asarray(embeddings, dtype=np.float64)
+    size = len(rows)
+    out = np.zeros((size, size))
+    for i in range(size):
+        for j in range(size):
+            if i != j:
+                out[i, j] = reference_distance(rows[i], rows[j], distance)
+    return out
+
+
+def computed(embeddings, distance):
+    return np.asarray(pairwise_distances(embeddings, distance))
+
+
+def random_embeddings(seed, batch=10, dim=8, normalised=True):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, dim))
+    if normalised:
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    else:
+        x *= rng.uniform(0.1, 10.0, size=(batch, 1))  # rows of very different norms
+    return x.astype("float32")
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("normalised", [True, False], ids=["l2_normalised", "raw"])
+def test_matches_reference_loop(distance, normalised):
+    for seed in range(3):
+        x = random_embeddings(seed, normalised=normalised)
+        got = computed(x, distance)
+        assert got.shape == (10, 10)
+        assert got.dtype == np.float32
+        want = reference_matrix(x, distance)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL * max(1.0, want.max()))
+        assert np.all(np.diag(got) == 0.0)
+        assert np.all(got >= 0.0)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_symmetric(distance):
+    x = random_embeddings(4, normalised=False)
+    got = computed(x, distance)
+    np.testing.assert_allclose(got, got.T, rtol=RTOL, atol=ATOL * max(1.0, got.max()))
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_duplicate_rows_are_exactly_zero(distance):
+    """Coinciding embeddings are at distance exactly 0, not at a rounding residue.
+
+    Several seeds and scales, since whether a residue survives depends on the values; the
+    residue matters for `euclidean`, where sqrt turns a 1e-6 leftover into a 1e-3 distance.
+    """
+    failures = []
+    for seed in range(8):
+        for scale in (1.0, 10.0):
+            rng = np.random.default_rng(seed)
+            x = (rng.normal(size=(6, 16)) * scale).astype("float32")
+            x[3] = x[0]
+            x[5] = x[0]
+            got = computed(x, distance)
+            assert np.all(np.diag(got) == 0.0)
+            # The entries between distinct rows still match the reference.
+            want = reference_matrix(x, distance)
+            distinct = want > 0.0
+            np.testing.assert_allclose(got[distinct], want[distinct], rtol=RTOL, atol=ATOL)
+            duplicates = [got[i, j] for i, j in [(0, 3), (3, 0), (0, 5), (5, 0), (3, 5), (5, 3)]]
+            if max(duplicates) != 0.0:
+                failures.append((seed, scale, float(max(duplicates))))
+    assert not failures, f"nonzero distance between duplicate rows (seed, scale, max d): {failures}"
+
+
+def test_duplicate_rows_are_exactly_zero_hand_made():
+    x = np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0.5, -0.1, 0.0]], dtype="float32")
+    for distance in DISTANCES:
+        got = computed(x, distance)
+        assert got[0, 1] == 0.0 and got[1, 0] == 0.0, (distance, got[0, 1])
+
+
+def test_cosine_zero_vector_counts_as_orthogonal():
+    x = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [-2.0, 0.5, 1.0]], dtype="float32")
+    got = computed(x, "cosine")
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, reference_matrix(x, "cosine"), rtol=RTOL, atol=ATOL)
+    assert got[0, 0] == 0.0
+    np.testing.assert_allclose(got[0, 1:], 1.0, rtol=RTOL)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_gradient_finite_when_rows_coincide(distance):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4)).astype("float32")
+    x[2] = x[0]
+    x[4] = x[0]
+    variable = tf.Variable(x)
+    weights = tf.constant(rng.uniform(0.5, 1.5, size=(5, 5)).astype("float32"))
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(weights * tf.convert_to_tensor(pairwise_distances(variable, distance)))
+    gradient = tape.gradient(total, variable)
+    assert gradient is not None
+    assert np.all(np.isfinite(gradient.numpy())), gradient.numpy()
+
+
+def test_euclidean_gradient_finite_two_identical_rows_only():
+    variable = tf.Variable(np.array([[1.0, -2.0, 0.5], [1.0, -2.0, 0.5]], dtype="float32"))
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(tf.convert_to_tensor(pairwise_distances(variable, "euclidean")))
+    gradient = tape.gradient(total, variable).numpy()
+    assert np.all(np.isfinite(gradient)), gradient
+
+
+@pytest.mark.parametrize("name", ["manhattan", "Euclidean", "", None])
+def test_unknown_distance_raises_with_value(name):
+    x = random_embeddings(0, batch=3)
+    with pytest.raises(ValueError) as info:
+        pairwise_distances(x, name)
+    assert repr(name) in str(info.value)
+    with pytest.raises(ValueError) as info:
+        check_distance(name)
+    assert repr(name) in str(info.value)
