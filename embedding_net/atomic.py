@@ -4,6 +4,7 @@ A crash at any moment leaves either the old file or the new one, never a torn on
 """
 
 import contextlib
+import csv
 import os
 import tempfile
 
@@ -37,5 +38,17 @@ def atomic_write_text(path, text):
     with atomic_path(path) as temporary:
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_csv(path, header, rows):
+    """Writes a CSV file (UTF-8, the `csv` module's quoting: a cell with a comma, a quote or a
+    line break is quoted and its quotes doubled) atomically; the one CSV writer of the package."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
             handle.flush()
             os.fsync(handle.fileno())

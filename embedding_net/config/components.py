@@ -16,10 +16,11 @@ import typing
 import warnings
 
 from embedding_net.errors import ConfigError
-from embedding_net.losses import ARCHITECTURES, list_losses, loss_settings
-from embedding_net.mining import list_minings
+from embedding_net.losses.registry import ARCHITECTURES, list_losses, loss_settings
+from embedding_net.mining.registry import list_minings
 from embedding_net.models.architectures import architecture_entry, list_architectures
-from embedding_net.optim import list_optimizers, list_schedules, optimizer_settings, schedule_settings
+from embedding_net.optim.optimizers import list_optimizers, optimizer_settings
+from embedding_net.optim.schedules import list_schedules, schedule_settings
 
 
 class ConfigWarning(UserWarning):

@@ -10,13 +10,14 @@ import os
 import typing
 from dataclasses import dataclass, field
 
-from embedding_net.data.datasets import list_datasets
+from embedding_net.data.datasets.registry import list_datasets
 from embedding_net.data.presets import list_augmentations
 from embedding_net.evaluation.distances import list_distances
 from embedding_net.models.architectures import list_architectures
 from embedding_net.models.backbones import list_backbones
 from embedding_net.models.builders import POOLINGS
-from embedding_net.optim import list_optimizers, list_schedules
+from embedding_net.optim.optimizers import list_optimizers
+from embedding_net.optim.schedules import list_schedules
 
 
 def _choice(*values):

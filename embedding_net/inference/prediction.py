@@ -1,11 +1,10 @@
 """Classifying image files against encodings: what `test.py` does, callable from Python."""
 
-import csv
 import os
 
 import numpy as np
 
-from embedding_net.atomic import atomic_path
+from embedding_net.atomic import atomic_write_csv
 from embedding_net.data.images import IMAGE_EXTENSIONS, read_image
 from embedding_net.inference.encodings import classify, embed_images, model_image_shape
 from embedding_net.errors import DatasetError
@@ -73,13 +72,9 @@ def predict_paths(model, encodings, paths, top_k=5, threshold=None, batch_size=2
 def write_predictions_csv(path, rows):
     """Writes one row per image: path, predicted class, distance, then the top-k as
     `class:distance` separated by `;`. Written atomically."""
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "prediction", "distance", "top_k"])
-            for row in rows:
-                top = ";".join(f"{name}:{dist:.6f}" for name, dist in row["nearest"])
-                writer.writerow([row["path"], row["prediction"], f"{row['distance']:.6f}", top])
+    atomic_write_csv(path, ["path", "prediction", "distance", "top_k"], [
+        [row["path"], row["prediction"], f"{row['distance']:.6f}",
+         ";".join(f"{name}:{dist:.6f}" for name, dist in row["nearest"])] for row in rows])
 
 
 def evaluate_folder(model, encodings, folder, knn_k=5, batch_size=256):

@@ -9,12 +9,12 @@ import numpy as np
 
 from embedding_net.inference.encodings import reference_encodings, save_encodings
 from embedding_net.errors import ConfigError, ModelFileError
-from embedding_net.inference.litert import export_litert
+from embedding_net.training.export import export_litert
 from embedding_net.viz.reports import plot_gallery, plot_tsne_pair
 from embedding_net.evaluation.scoring import score_folders
 from embedding_net.training.data import batches, embed_split, load_split
 from embedding_net.viz.galleries import plot_batch
-from embedding_net.viz.maps import plot_training_curves
+from embedding_net.viz.curves import plot_training_curves
 
 
 def write_litert_copy(model, keras_path):

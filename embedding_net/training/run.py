@@ -26,13 +26,8 @@ from embedding_net.training.callbacks import (
 )
 from embedding_net.config.loading import load_config, save_config
 from embedding_net.data.folders import add_rotated_classes
-from embedding_net.training.distributed import (
-    build_strategy,
-    check_classes_per_replica,
-    fit_distributed,
-    is_chief,
-    worker_dir,
-)
+from embedding_net.training.strategy import build_strategy, check_classes_per_replica, is_chief, worker_dir
+from embedding_net.training.distributed import fit_distributed
 from embedding_net.errors import ConfigError, TrainingDivergedError
 from embedding_net.training.generators.pairs import PairGenerator
 from embedding_net.training.generators.triplets import TripletGenerator

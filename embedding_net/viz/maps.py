@@ -1,14 +1,13 @@
-"""Pictures of embeddings and training: t-SNE maps (PNG and interactive HTML) and training curves.
+"""Maps of embeddings: t-SNE (PNG and interactive HTML).
 
-The image galleries (neighbours, batches, triplets, pairs) live in `embedding_net.viz.galleries` and
-are re-exported here, so `embedding_net.viz.maps` is the one module to import. matplotlib,
+Training curves are in `embedding_net.viz.curves`, image galleries (neighbours, batches,
+triplets, pairs) in `embedding_net.viz.galleries`. matplotlib,
 plotly and scikit-learn are imported inside the functions, so importing this module is cheap;
 PNGs are drawn on `matplotlib.figure.Figure` (Agg, no pyplot global state), HTML with plotly
 (plotly.js inline, so the file works offline). Every file is written atomically.
 """
 
 import base64
-import csv
 import os
 
 import numpy as np
@@ -19,7 +18,6 @@ from embedding_net.viz.galleries import save_figure
 LEGEND_CLASSES = 20  # beyond this a legend is unreadable: the rest are summarised as "+N more"
 _INTERACTIVE_TRACES = 40  # one toggleable trace per class up to this; one coloured trace beyond
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # filled: cycled when the 20 colours run out
-_CURVES = ("loss", "learning_rate", "positive_distance", "negative_distance", "active_triplets")
 
 
 def tsne_2d(embeddings, max_points=2000, seed=0, perplexity=30.0, pca_dims=50):
@@ -238,70 +236,3 @@ def plot_tsne_interactive(embeddings_or_path, labels=None, class_names=None, pat
     html = figure.to_html(include_plotlyjs=True, full_html=True, post_script=_HOVER_SCRIPT)
     atomic_write_text(path, html)
     return path
-
-
-def _read_history(source):
-    """{column: float array} from a CSVLogger file or a `History.history`-style dict."""
-    if isinstance(source, dict):
-        return {str(k): np.asarray(v, np.float64).ravel() for k, v in source.items()}
-
-    def number(text):
-        try:
-            return float(text)
-        except (TypeError, ValueError):  # CSVLogger writes "NA" for a metric missing that epoch
-            return np.nan
-
-    with open(source, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = rows[0].keys() if rows else []
-    return {column: np.array([number(row.get(column)) for row in rows]) for column in columns}
-
-
-def plot_training_curves(history_csv_or_dict, path="curves.png"):
-    """One panel per logged series, with its `val_` twin: loss, learning rate, triplet statistics.
-
-    Only the columns present are drawn (`lr` counts as the learning rate). Epochs are shown
-    from 1; CSVLogger's `epoch` column is 0-based.
-
-    Args:
-        history_csv_or_dict: the `history.csv` of a run (keras CSVLogger) or `History.history`.
-        path: PNG to write.
-
-    Returns:
-        `path`.
-
-    Raises:
-        ValueError: none of the known series has a finite value.
-    """
-    from matplotlib.figure import Figure
-
-    history = _read_history(history_csv_or_dict)
-    if "learning_rate" not in history and "lr" in history:
-        history["learning_rate"] = history["lr"]
-    panels = [(base, [n for n in (base, "val_" + base) if n in history and np.isfinite(history[n]).any()])
-              for base in _CURVES]
-    panels = [(base, names) for base, names in panels if names]
-    if not panels:
-        source = history_csv_or_dict if not isinstance(history_csv_or_dict, dict) else "the history"
-        raise ValueError(f"{source} has no values for any of {', '.join(_CURVES)}. "
-                         f"Received columns: {sorted(history) or 'none'}")
-    columns = 1 if len(panels) == 1 else 2
-    rows = -(-len(panels) // columns)
-    figure = Figure(figsize=(5.5 * columns, 3.2 * rows), layout="constrained")
-    for i, (base, names) in enumerate(panels):
-        axes = figure.add_subplot(rows, columns, i + 1)
-        for name in names:
-            values = history[name]
-            epochs = np.arange(1, len(values) + 1)
-            if len(history.get("epoch", [])) == len(values):
-                epochs = history["epoch"] + 1
-            axes.plot(epochs, values, marker="o" if len(values) <= 30 else None, markersize=3, label=name)
-        finite = np.concatenate([history[n][np.isfinite(history[n])] for n in names])
-        if base == "learning_rate" and finite.min() > 0 and finite.max() / finite.min() > 50:
-            axes.set_yscale("log")  # schedules span decades: linear would flatten the tail
-        axes.set_title(base.replace("_", " "))
-        axes.set_xlabel("epoch")
-        axes.grid(alpha=0.3)
-        if len(names) > 1:
-            axes.legend(fontsize=8)
-    return save_figure(figure, path)

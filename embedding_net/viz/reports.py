@@ -1,12 +1,11 @@
 """The files a run writes about its results: class tables and pictures, from plain arguments."""
 
-import json
 import os
 import time
 
 import numpy as np
 
-from embedding_net.atomic import atomic_write_text
+from embedding_net.atomic import atomic_write_csv
 from embedding_net.evaluation.classification import confusion_matrix, per_class_accuracy
 from embedding_net.viz.galleries import nearest_neighbours, plot_neighbour_gallery
 from embedding_net.viz.maps import plot_tsne, plot_tsne_interactive, tsne_2d
@@ -42,14 +41,12 @@ def write_class_tables(run_dir, labels, predicted, names, max_confusion_classes=
     `confusion_matrix.csv` (rows: true class, columns: predicted class)."""
     accuracy = per_class_accuracy(labels, predicted, len(names))
     counts = np.bincount(labels, minlength=len(names))
-    lines = ["class,top1_accuracy,queries"] + [
-        f"{json.dumps(names[c])},{accuracy[c]:.6f},{counts[c]}" for c in range(len(names)) if counts[c]]
-    atomic_write_text(os.path.join(run_dir, "per_class_accuracy.csv"), "\n".join(lines) + "\n")
+    atomic_write_csv(os.path.join(run_dir, "per_class_accuracy.csv"), ["class", "top1_accuracy", "queries"],
+                     [[names[c], f"{accuracy[c]:.6f}", int(counts[c])] for c in range(len(names)) if counts[c]])
     if len(names) <= max_confusion_classes:
         matrix = confusion_matrix(labels, predicted, len(names))
-        lines = ["true\\predicted," + ",".join(json.dumps(n) for n in names)] + [
-            json.dumps(names[c]) + "," + ",".join(str(v) for v in matrix[c]) for c in range(len(names))]
-        atomic_write_text(os.path.join(run_dir, "confusion_matrix.csv"), "\n".join(lines) + "\n")
+        atomic_write_csv(os.path.join(run_dir, "confusion_matrix.csv"), ["true\\predicted", *names],
+                         [[names[c], *(int(v) for v in matrix[c])] for c in range(len(names))])
 
 
 def tsne_subsample(labels, max_points, max_classes=None, seed=0):

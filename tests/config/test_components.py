@@ -8,12 +8,14 @@ import warnings
 import pytest
 import yaml
 
-from embedding_net.config import ConfigWarning, config_from_dict, config_to_dict, load_config, save_config
+from embedding_net.config.components import ConfigWarning
+from embedding_net.config.loading import config_from_dict, config_to_dict, load_config, save_config
 from embedding_net.config.components import MOVED_KEYS
 from embedding_net.errors import ConfigError
-from embedding_net.losses import ARCHITECTURES, list_losses, loss_settings
+from embedding_net.losses.registry import ARCHITECTURES, list_losses, loss_settings
 from embedding_net.models.architectures import architecture_entry
-from embedding_net.optim import list_optimizers, list_schedules, optimizer_settings, schedule_settings
+from embedding_net.optim.optimizers import list_optimizers, optimizer_settings
+from embedding_net.optim.schedules import list_schedules, schedule_settings
 
 LOSS_KEYS = ("mining", "margin", "scale", "soft_margin", "cross_replica", "positive_margin", "negative_margin")
 
@@ -62,7 +64,7 @@ def test_every_loss_takes_its_settings_and_refuses_the_others(architecture, name
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_mining_is_checked_against_the_architectures_kind(architecture):
-    from embedding_net.mining import list_minings
+    from embedding_net.mining.registry import list_minings
     kind = architecture_entry(architecture).info["mining"]
     name = next(n for n in list_losses(architecture) if "mining" in loss_settings(n, architecture))
     for rule in list_minings(kind):

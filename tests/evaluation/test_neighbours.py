@@ -187,25 +187,6 @@ def test_training_evaluate_maps_val_names_onto_train_ids(tmp_path):
     np.testing.assert_array_equal(predicted, labels)
 
 
-def test_write_class_tables(tmp_path):
-    import csv
-
-    from embedding_net.viz.reports import write_class_tables
-
-    labels, predicted = np.array([0, 0, 2, 2, 2]), np.array([0, 1, 2, 2, 0])
-    write_class_tables(str(tmp_path), labels, predicted, ["a", "b,c", "d"])
-    with open(tmp_path / "per_class_accuracy.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [(r["class"], float(r["top1_accuracy"]), int(r["queries"])) for r in rows] == [
-        ("a", 0.5, 2), ("d", pytest.approx(2 / 3), 3)]
-    with open(tmp_path / "confusion_matrix.csv", newline="") as handle:
-        table = list(csv.reader(handle))
-    assert table[0] == ["true\\predicted", "a", "b,c", "d"]
-    assert table[1:] == [["a", "1", "1", "0"], ["b,c", "0", "0", "0"], ["d", "1", "0", "2"]]
-    write_class_tables(str(tmp_path / "many"), labels, predicted, ["a", "b", "c"], max_confusion_classes=2)
-    assert not (tmp_path / "many" / "confusion_matrix.csv").exists()
-
-
 def test_training_evaluate_is_leave_one_out_for_unseen_classes(tmp_path):
     from embedding_net.training import outputs as training_outputs
     from embedding_net.config.loading import load_config

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from embedding_net.inference import litert as export
+from embedding_net.training.export import export_litert
 from embedding_net.errors import ModelFileError
 from embedding_net.models.builders import build_embedding_model
 
@@ -38,7 +39,7 @@ def images(shape, count, seed=0):
 def test_litert_copy_embeds_like_the_keras_model(tmp_path, options):
     shape = options.get("input_shape", (28, 28, 1))
     model, path = saved_model(tmp_path, **dict(options))
-    written = export.export_litert(model, path)
+    written = export_litert(model, path)
     assert written == str(tmp_path / "model.tflite")
     manifest = json.loads(open(export.manifest_path(path)).read())
     assert manifest["keras_sha256"] == export.file_sha256(path)
@@ -60,7 +61,7 @@ def test_litert_copy_embeds_like_the_keras_model(tmp_path, options):
 def test_the_copy_is_used_only_while_it_matches_the_keras_file(tmp_path):
     model, path = saved_model(tmp_path)
     assert export.fresh_litert_copy(path) is None  # not exported yet
-    export.export_litert(model, path)
+    export_litert(model, path)
     assert export.fresh_litert_copy(path) == export.litert_path(path)
     assert isinstance(export.load_inference_model(path), export.LiteRTEmbeddingModel)
     assert not isinstance(export.load_inference_model(path, prefer_litert=False), export.LiteRTEmbeddingModel)
@@ -74,13 +75,13 @@ def test_the_copy_is_used_only_while_it_matches_the_keras_file(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), other.predict(x, verbose=0), atol=1e-6)
 
     # A torn or altered flatbuffer, a missing or garbled manifest: not used either.
-    export.export_litert(other, path)
+    export_litert(other, path)
     assert export.fresh_litert_copy(path) is not None
     data = bytearray(open(export.litert_path(path), "rb").read())
     data[len(data) // 2] ^= 0xFF
     open(export.litert_path(path), "wb").write(bytes(data))
     assert export.fresh_litert_copy(path) is None
-    export.export_litert(other, path)
+    export_litert(other, path)
     open(export.manifest_path(path), "w").write("{not json")
     assert export.fresh_litert_copy(path) is None
     os.remove(export.manifest_path(path))
@@ -89,7 +90,7 @@ def test_the_copy_is_used_only_while_it_matches_the_keras_file(tmp_path):
 
 def test_a_tflite_path_is_used_as_it_is_and_errors_name_the_file(tmp_path):
     model, path = saved_model(tmp_path)
-    tflite = export.export_litert(model, path)
+    tflite = export_litert(model, path)
     assert isinstance(export.load_inference_model(tflite), export.LiteRTEmbeddingModel)
     with pytest.raises(ModelFileError, match="nope.tflite"):
         export.load_inference_model(str(tmp_path / "nope.tflite"))
@@ -103,7 +104,7 @@ def test_classifying_with_a_fresh_copy_never_imports_tensorflow(tmp_path):
     from embedding_net.inference.encodings import make_encodings, save_encodings
 
     model, path = saved_model(tmp_path)
-    export.export_litert(model, path)
+    export_litert(model, path)
     import cv2
 
     references = images((28, 28, 1), 4)
@@ -135,7 +136,7 @@ def test_training_warns_and_drops_a_stale_copy_when_conversion_fails(tmp_path, m
     import tensorflow as tf
 
     model, path = saved_model(tmp_path)
-    export.export_litert(model, path)
+    export_litert(model, path)
 
     class FailingConverter:
         target_spec = types.SimpleNamespace(supported_ops=None)

@@ -66,7 +66,7 @@ def mirrored_equality(strategy):
     import keras
     import tensorflow as tf
 
-    from embedding_net.training.distributed import distribute_dataset
+    from embedding_net.training.strategy import distribute_dataset
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(P * K, FEATURES)).astype("float32")
@@ -163,7 +163,8 @@ def mirrored_fit(strategy, out_dir):
     import keras
 
     from embedding_net.training.callbacks import LearningRateLogger
-    from embedding_net.training.distributed import check_classes_per_replica, fit_distributed
+    from embedding_net.training.strategy import check_classes_per_replica
+    from embedding_net.training.distributed import fit_distributed
     from embedding_net.data.sampling import pk_dataset
 
     classes_per_batch, images_per_class, steps, epochs = 4, 4, 2, 2
@@ -230,13 +231,14 @@ def multi_worker(out_dir):
     final weights written to `out_dir/weights_<index>.npz`."""
     import shutil
 
-    from embedding_net.training.distributed import build_strategy, is_chief, worker_dir
+    from embedding_net.training.strategy import build_strategy, is_chief, worker_dir
 
     strategy = build_strategy("multi_worker")  # first: before TensorFlow runs anything
     import keras
 
     from embedding_net.training.callbacks import AtomicCheckpoint, LearningRateLogger, save_model_atomically
-    from embedding_net.training.distributed import check_classes_per_replica, fit_distributed
+    from embedding_net.training.strategy import check_classes_per_replica
+    from embedding_net.training.distributed import fit_distributed
     from embedding_net.losses.triplet import TripletLoss
     from embedding_net.data.sampling import pk_dataset
 
@@ -287,7 +289,7 @@ def multi_worker(out_dir):
 def mirrored(out_dir):
     """`mirrored_equality` and `mirrored_fit` on two logical CPU devices, in one process."""
     devices = two_cpu_devices()
-    from embedding_net.training.distributed import build_strategy
+    from embedding_net.training.strategy import build_strategy
 
     strategy = build_strategy("mirrored", devices)
     return {"equality": mirrored_equality(strategy), "fit": mirrored_fit(strategy, out_dir)}

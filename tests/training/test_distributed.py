@@ -12,7 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from embedding_net.training.distributed import STRATEGIES, build_strategy, check_classes_per_replica, read_tf_config
+from embedding_net.training.strategy import (
+    STRATEGIES,
+    build_strategy,
+    check_classes_per_replica,
+    read_tf_config,
+)
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_driver.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(DRIVER)))
@@ -240,7 +245,7 @@ class _FakeMultiWorker:
     ],
 )
 def test_chief_and_worker_dirs(cluster, task_type, task_id, chief):
-    from embedding_net.training.distributed import is_chief, worker_dir
+    from embedding_net.training.strategy import is_chief, worker_dir
 
     strategy = _FakeMultiWorker(cluster, task_type, task_id)
     assert is_chief(strategy) is chief
@@ -251,7 +256,7 @@ def test_chief_and_worker_dirs(cluster, task_type, task_id, chief):
 def test_none_is_the_default_strategy():
     import tensorflow as tf
 
-    from embedding_net.training.distributed import is_chief, worker_dir
+    from embedding_net.training.strategy import is_chief, worker_dir
 
     strategy = build_strategy("none")
     assert strategy is tf.distribute.get_strategy()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from embedding_net.viz import galleries
+from embedding_net.viz import curves
 from embedding_net.viz import maps as visualization
 from embedding_net.inference.encodings import make_encodings, save_encodings
 
@@ -172,19 +173,19 @@ def test_training_curves_plot_only_present_columns(tmp_path, captured):
             "val_active_triplets", "val_loss", "val_negative_distance", "val_positive_distance"]
     rows = [[e, 0.5 / (e + 1), 1e-3 * 0.1 ** e, 1.0 / (e + 1), 1.2, 0.4, "NA", 1.1 / (e + 1), 1.1, 0.5]
             for e in range(4)]
-    read_png(visualization.plot_training_curves(write_csv(tmp_path / "full.csv", full, rows),
+    read_png(curves.plot_training_curves(write_csv(tmp_path / "full.csv", full, rows),
                                                 path=str(tmp_path / "full.png")))
     assert [a.get_title() for a in captured[0].axes] == [
         "loss", "learning rate", "positive distance", "negative distance", "active triplets"]
     assert captured[0].axes[1].get_yscale() == "log"
-    read_png(visualization.plot_training_curves(write_csv(tmp_path / "loss.csv", ["epoch", "loss"], [[0, 1.0], [1, 0.5]]),
+    read_png(curves.plot_training_curves(write_csv(tmp_path / "loss.csv", ["epoch", "loss"], [[0, 1.0], [1, 0.5]]),
                                                 path=str(tmp_path / "loss.png")))
-    read_png(visualization.plot_training_curves({"loss": [1.0, 0.7], "val_loss": [1.2, 0.9], "lr": [0.1, 0.1]},
+    read_png(curves.plot_training_curves({"loss": [1.0, 0.7], "val_loss": [1.2, 0.9], "lr": [0.1, 0.1]},
                                                 path=str(tmp_path / "dict.png")))
     assert [a.get_title() for a in captured[1].axes] == ["loss"]
     assert [a.get_title() for a in captured[2].axes] == ["loss", "learning rate"]
     with pytest.raises(ValueError, match="accuracy"):
-        visualization.plot_training_curves({"accuracy": [0.5]}, path=str(tmp_path / "none.png"))
+        curves.plot_training_curves({"accuracy": [0.5]}, path=str(tmp_path / "none.png"))
 
 
 def brute_force(queries, references, distance):
@@ -199,24 +200,24 @@ def brute_force(queries, references, distance):
 def test_nearest_neighbours_match_brute_force(distance):
     rng = np.random.default_rng(1)
     queries, references = rng.normal(size=(23, 6)), rng.normal(size=(40, 6))
-    found = visualization.nearest_neighbours(queries, references, k=5, distance=distance, chunk_size=7)
+    found = galleries.nearest_neighbours(queries, references, k=5, distance=distance, chunk_size=7)
     np.testing.assert_array_equal(found, np.argsort(brute_force(queries, references, distance), axis=1)[:, :5])
-    everything = visualization.nearest_neighbours(queries, references, k=100, distance=distance)
+    everything = galleries.nearest_neighbours(queries, references, k=100, distance=distance)
     assert everything.shape == (23, 40)
 
 
 def test_nearest_neighbours_exclude_self():
     references = np.random.default_rng(2).normal(size=(30, 4))
-    found = visualization.nearest_neighbours(references, references, k=3, exclude_self=True, chunk_size=8)
+    found = galleries.nearest_neighbours(references, references, k=3, exclude_self=True, chunk_size=8)
     expected = brute_force(references, references, "euclidean")
     np.fill_diagonal(expected, np.inf)
     np.testing.assert_array_equal(found, np.argsort(expected, axis=1)[:, :3])
-    assert visualization.nearest_neighbours(references, references, k=1)[:, 0].tolist() == list(range(30))
-    assert visualization.nearest_neighbours(references[:4], references[:4], k=9, exclude_self=True).shape == (4, 3)
+    assert galleries.nearest_neighbours(references, references, k=1)[:, 0].tolist() == list(range(30))
+    assert galleries.nearest_neighbours(references[:4], references[:4], k=9, exclude_self=True).shape == (4, 3)
     with pytest.raises(ValueError, match="3 queries and 30 references"):
-        visualization.nearest_neighbours(references[:3], references, exclude_self=True)
+        galleries.nearest_neighbours(references[:3], references, exclude_self=True)
     with pytest.raises(ValueError, match="0"):
-        visualization.nearest_neighbours(references, references, k=0)
+        galleries.nearest_neighbours(references, references, k=0)
 
 
 def test_neighbour_gallery_frames_hits_and_misses(tmp_path, image_files):
@@ -224,7 +225,7 @@ def test_neighbour_gallery_frames_hits_and_misses(tmp_path, image_files):
     references = paths[1:] + [str(tmp_path / "gone.png")]  # a missing image becomes a grey tile
     reference_labels = list(labels[1:]) + [0]
     neighbours = [[2, 0, 5], [3, 4, 1]]
-    out = visualization.plot_neighbour_gallery(paths[:2], labels[:2], references, reference_labels, neighbours,
+    out = galleries.plot_neighbour_gallery(paths[:2], labels[:2], references, reference_labels, neighbours,
                                                path=str(tmp_path / "g" / "n.png"), class_names=["a", "b", "c"])
     image = cv2.cvtColor(read_png(out), cv2.COLOR_BGR2RGB).reshape(-1, 3).astype(int)
     height, width = read_png(out).shape[:2]
@@ -232,38 +233,38 @@ def test_neighbour_gallery_frames_hits_and_misses(tmp_path, image_files):
     for colour in (galleries.GREEN, galleries.RED, galleries.BLUE):
         assert (np.abs(image - colour).sum(axis=1) < 10).any(), colour
     with pytest.raises(ValueError, match=r"\[0, 6\)"):
-        visualization.plot_neighbour_gallery(paths[:1], labels[:1], references, reference_labels, [[6]],
+        galleries.plot_neighbour_gallery(paths[:1], labels[:1], references, reference_labels, [[6]],
                                              path=str(tmp_path / "bad.png"))
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_plot_batch(tmp_path, channels):
     images = np.random.default_rng(0).integers(0, 255, (10, 16, 12, channels), dtype=np.uint8)
-    out = visualization.plot_batch(images, np.arange(10) % 4, path=str(tmp_path / "b.png"),
+    out = galleries.plot_batch(images, np.arange(10) % 4, path=str(tmp_path / "b.png"),
                                    class_names=["α", "b", "c", "d"])
     height, width = read_png(out).shape[:2]
     assert 0.8 < width / height < 2  # 4 columns x 3 rows
-    narrow = visualization.plot_batch(images[:4], [0, 1, 2, 3], path=str(tmp_path / "c.png"), columns=1)
+    narrow = galleries.plot_batch(images[:4], [0, 1, 2, 3], path=str(tmp_path / "c.png"), columns=1)
     assert read_png(narrow).shape[0] > 2 * read_png(narrow).shape[1]
     with pytest.raises(ValueError, match=r"\(10, 16\)"):
-        visualization.plot_batch(np.zeros((10, 16)), np.arange(10), path=str(tmp_path / "x.png"))
+        galleries.plot_batch(np.zeros((10, 16)), np.arange(10), path=str(tmp_path / "x.png"))
 
 
 def test_plot_triplets_and_pairs(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (3, 5, 20, 20, 1), dtype=np.uint8)
-    out = visualization.plot_triplets(*images, path=str(tmp_path / "t.png"), anchor_labels=[0, 1, 2, 0, 1],
+    out = galleries.plot_triplets(*images, path=str(tmp_path / "t.png"), anchor_labels=[0, 1, 2, 0, 1],
                                       negative_labels=[1, 2, 0, 1, 2], class_names=["x", "y", "z"])
     read_png(out)
-    out = visualization.plot_pairs(images[0], images[1].astype(np.float32) / 255, [1, 0, 1, 1, 0],
+    out = galleries.plot_pairs(images[0], images[1].astype(np.float32) / 255, [1, 0, 1, 1, 0],
                                    path=str(tmp_path / "p.png"))
     image = cv2.cvtColor(read_png(out), cv2.COLOR_BGR2RGB).reshape(-1, 3).astype(int)
     for colour in (galleries.GREEN, galleries.RED):
         assert (np.abs(image - colour).sum(axis=1) < 10).any(), colour
     with pytest.raises(ValueError, match="2 for 5 triplets"):
-        visualization.plot_triplets(*images, path=str(tmp_path / "u.png"), anchor_labels=[0, 1])
+        galleries.plot_triplets(*images, path=str(tmp_path / "u.png"), anchor_labels=[0, 1])
     with pytest.raises(ValueError, match=r"\[5, 4\]"):
-        visualization.plot_pairs(images[0], images[1][:4], [1, 0, 1, 1, 0], path=str(tmp_path / "q.png"))
+        galleries.plot_pairs(images[0], images[1][:4], [1, 0, 1, 1, 0], path=str(tmp_path / "q.png"))
 
 
 def test_precomputed_points_are_drawn_as_given(tmp_path):
