@@ -37,9 +37,9 @@ def main(argv=None):
 
     try:
         config = load_config(args.config, args.overrides)
-        from embedding_net.training import run as training
+        from embedding_net.training import run
 
-        metrics = training.run(config)
+        metrics = run(config)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

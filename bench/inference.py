@@ -71,7 +71,7 @@ def worker(a):
 
     from embedding_net.training.callbacks import save_model_atomically
     from embedding_net.inference.encodings import classify, embed_images, make_encodings, save_encodings
-    from embedding_net.inference.litert import export_litert
+    from embedding_net.training.export import export_litert
     from embedding_net.models.builders import build_embedding_model
 
     if a.threads:

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from embedding_net.training import run as training# noqa: E402
+from embedding_net.training import runner as training  # noqa: E402
 from embedding_net.atomic import atomic_write_text  # noqa: E402
 from embedding_net.config.loading import load_config  # noqa: E402
 

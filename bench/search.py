@@ -35,7 +35,8 @@ import time
 import numpy as np
 
 import common
-from embedding_net.index import DEFAULT_APPROXIMATE_BACKEND, list_backends
+from embedding_net.index import DEFAULT_APPROXIMATE_BACKEND
+from embedding_net.index.registry import list_backends
 
 WORKER = os.path.join(common.BENCH, "search_workers.py")
 YARDSTICKS = ("faiss_flat_ip", "faiss_hnsw_flat")

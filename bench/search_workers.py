@@ -3,18 +3,20 @@
 Run as `python bench/search_workers.py '<json spec>'`; the last stdout line is a JSON result.
 A process per measurement keeps peak memory apart: `rss_ratio` is
 
-    (peak resident memory of the process, `ru_maxrss`) - (resident memory just before the first
-    vector is read) / (raw float32 bytes of the gallery, N x D x 4)
+    (peak resident memory of the process) - (resident memory just before the first vector is
+    read) / (raw float32 bytes of the gallery, N x D x 4)
 
 so it counts the index with everything its build and searches allocate, and not the interpreter
-or the imported libraries. The gallery is streamed from a `.npy` file with plain reads, in
+or the imported libraries. The peak is the kernel's high-water mark of this process's memory,
+`VmHWM` of /proc/self/status, reset to the current size at the baseline (`clear_refs` 5), and
+not `getrusage(RUSAGE_SELF).ru_maxrss`: on Linux `ru_maxrss` survives fork + exec, so a
+worker would report the driver's resident size (which holds the gallery) as its own peak. The gallery is streamed from a `.npy` file with plain reads, in
 chunks of `chunk_rows`, into `index.add`: vectors never exist twice in the process except for one
 chunk, as when embeddings arrive from a model batch by batch. The exact backend's ground truth
 (top-k ids of the recall queries) is written by its worker and read by the others.
 """
 
 import json
-import resource
 import statistics
 import sys
 import time
@@ -23,15 +25,26 @@ import numpy as np
 
 import common
 
-from embedding_net.index import EmbeddingIndex, recall_at
+from embedding_net.index.base import EmbeddingIndex
+from embedding_net.index.metrics import recall_at
 
 
-def resident_bytes():
+def resident_bytes(field="VmRSS"):
+    """`VmRSS` (resident now) or `VmHWM` (peak resident) of this process, in bytes."""
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise OSError("no VmRSS in /proc/self/status")
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def reset_peak():
+    """Sets the peak resident size to the current one (Linux >= 4.0), if allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass  # then the peak may include the imports, which only overstates rss_ratio
 
 
 def read_chunks(path, rows):
@@ -102,6 +115,7 @@ def measure(spec):
     batch = np.load(f"{data}/batch.npy")
     adapter = YARDSTICKS.get(spec["backend"], Ours)(spec["backend"], spec["distance"],
                                                      int(labels.max()) + 1)
+    reset_peak()
     baseline = resident_bytes()
     started, seen = time.perf_counter(), 0
     for chunk in read_chunks(f"{data}/gallery.npy", spec["chunk_rows"]):
@@ -124,7 +138,7 @@ def measure(spec):
         began = time.perf_counter()
         adapter.search(batch, k)
         batched.append(time.perf_counter() - began)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = resident_bytes("VmHWM")
     raw = seen * queries.shape[1] * 4
     return dict({"size": seen, "backend": spec["backend"],
                  "yardstick": spec["backend"] in YARDSTICKS, "dataset": spec["dataset"],

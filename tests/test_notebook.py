@@ -6,7 +6,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from conftest import tiny_overrides
-from embedding_net.training import run as training
+from embedding_net.training import runner as training
 from embedding_net.config.loading import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -307,7 +307,7 @@ tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU"
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from conftest import tiny_overrides
-from embedding_net.training import run as training
+from embedding_net.training import runner as training
 from embedding_net.config.loading import load_config
 from embedding_net.errors import ConfigError
 overrides = tiny_overrides({str(omniglot_subset)!r}, {str(tmp_path)!r}, name="mirrored") + [

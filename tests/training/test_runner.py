@@ -15,7 +15,7 @@ from embedding_net.errors import ConfigError, DatasetError
 from embedding_net.models.builders import load_embedding_model
 from embedding_net.optim.radam import RAdam
 from embedding_net.viz.reports import tsne_subsample
-from embedding_net.training import run as training
+from embedding_net.training import runner as training
 from embedding_net.training import data as training_data
 from embedding_net.training import setup as training_setup
 from embedding_net.losses.contrastive import BatchContrastiveLoss
