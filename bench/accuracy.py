@@ -32,7 +32,7 @@ import os
 import sys
 import time
 
-import common
+import lib
 
 NAME = "accuracy"
 
@@ -55,8 +55,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-monitors", action="store_true")
     ap.add_argument("--only", choices=["ours", "peer"], default=None)
     ap.add_argument("--timeout", type=int, default=None, help="seconds per subprocess (default: budget + 1800)")
-    common.add_peer_args(ap)
-    common.add_common_args(ap, NAME)
+    lib.add_peer_args(ap)
+    lib.add_common_args(ap, NAME)
     a = ap.parse_args(argv)
     if a.quick:
         if a.budgets == [120, 600]:
@@ -93,7 +93,7 @@ def evaluate_ours(embeddings, labels, data_dir, episodes, episode_seed):
     from embedding_net.evaluation.retrieval import retrieval_metrics
 
     t0 = time.perf_counter()
-    runs, index = common.oneshot_embedding_keys(data_dir)
+    runs, index = lib.oneshot_embedding_keys(data_dir)
     accuracy, trials = oneshot_accuracy(runs, {k: embeddings[i] for k, i in index.items()})
     res = {"official_oneshot_20way": {"accuracy": round(accuracy, 5), "trials": trials}}
     drawers = int(np.bincount(labels).max())
@@ -127,7 +127,7 @@ def worker_ours(a):
         tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     budget = a.budgets[0]
     keras.utils.set_random_seed(a.seed)
-    data = common.omniglot_inputs(a.size, a.omniglot)
+    data = lib.omniglot_inputs(a.size, a.omniglot)
     model = build_embedding_model("conv4", (a.size, a.size, 1), a.embedding)
     model.compile(optimizer=build_optimizer("adam", a.lr), loss=TripletLoss(a.margin, a.mining),
                   metrics=None if a.no_monitors else collapse_monitors(a.margin))
@@ -137,7 +137,7 @@ def worker_ours(a):
         y = data["y_train"]
         dataset = pk_dataset(y, int(y.max()) + 1, a.classes_per_batch, a.images_per_class,
                              images=data["x_train"], seed=a.seed)
-        timer = common.step_timer(warmup=5, time_budget=budget, noise_from_start=True)
+        timer = lib.step_timer(warmup=5, time_budget=budget, noise_from_start=True)
         history = model.fit(dataset, epochs=1, steps_per_epoch=10**9, verbose=0, callbacks=[timer], shuffle=False)
         train = timer.result(batch)
         train.update({"time_budget_s": budget, "images_seen": train["steps"] * batch,
@@ -148,8 +148,8 @@ def worker_ours(a):
     embed_s = time.perf_counter() - t0
     ev = evaluate_ours(emb, data["y_eval"], a.omniglot, a.episodes, a.episode_seed)
     ev["embed_images_per_sec"] = round(len(emb) / embed_s, 1)
-    common.worker_reply({"side": "ours", "train": train, "eval": ev, "jit_compile": bool(model.jit_compile),
-                         "monitors": not a.no_monitors, "inputs": data["info"], "versions": common.ml_versions()})
+    lib.worker_reply({"side": "ours", "train": train, "eval": ev, "jit_compile": bool(model.jit_compile),
+                         "monitors": not a.no_monitors, "inputs": data["info"], "versions": lib.ml_versions()})
 
 
 # --------------------------------------------------------------------------- driver
@@ -167,10 +167,10 @@ def ours_cmd(a, budget):
 
 
 def peer_cmd(a, budget):
-    cmd = [a.peer_python, a.peer_script, "--omniglot", common.omniglot_dir(a.omniglot), "--backbone", "conv4",
+    cmd = [a.peer_python, a.peer_script, "--omniglot", lib.omniglot_dir(a.omniglot), "--backbone", "conv4",
            "--size", str(a.size), "--batch", str(a.classes_per_batch * a.images_per_class),
            "--m-per-class", str(a.images_per_class), "--embedding", str(a.embedding), "--loss", "triplet",
-           "--miner", common.PEER_MINER[a.mining], "--margin", str(a.margin), "--lr", str(a.lr),
+           "--miner", lib.PEER_MINER[a.mining], "--margin", str(a.margin), "--lr", str(a.lr),
            "--threads", str(a.threads or os.cpu_count()), "--seed", str(a.seed), "--episodes", str(a.episodes),
            "--episode-seed", str(a.episode_seed), "--no-raw-baseline", "--log-every", "1000000"]
     cmd += ["--time-budget", str(budget)] if budget > 0 else ["--steps", "0"]
@@ -198,7 +198,7 @@ def flatten(side, js, noise_threshold):
            "precision_at_1": loo.get("precision_at_1"), "r_precision": loo.get("r_precision"),
            "map_at_r": loo.get("mean_average_precision_at_r")}
     if t:
-        rec["valid"], rec["invalid_reason"] = common.validity(other, noise_threshold)
+        rec["valid"], rec["invalid_reason"] = lib.validity(other, noise_threshold)
     else:
         rec["valid"], rec["invalid_reason"] = True, ""  # untrained: nothing timed
     return rec
@@ -210,20 +210,20 @@ def main(argv=None):
         return worker_ours(a)
     started = time.perf_counter()
     sides = [a.only] if a.only else ["ours", "peer"]
-    have_peer = common.peer_available(a.peer_python, a.peer_script)
+    have_peer = lib.peer_available(a.peer_python, a.peer_script)
     if "peer" in sides and not have_peer:
         print(f"[bench] peer not found ({a.peer_python}): running ours only", flush=True)
         sides = ["ours"]
     print(f"[bench] accuracy: budgets {a.budgets} s, {a.mining}, {a.episodes} episodes per setting, sides {sides}",
           flush=True)
-    inputs = common.omniglot_inputs(a.size, a.omniglot, a.peer_python if have_peer else None, a.peer_script)["info"]
-    log_dir = os.path.join(common.CACHE, "logs", NAME)
+    inputs = lib.omniglot_inputs(a.size, a.omniglot, a.peer_python if have_peer else None, a.peer_script)["info"]
+    log_dir = os.path.join(lib.CACHE, "logs", NAME)
     results, versions = [], {}
     for budget in a.budgets:
         entry = {"budget_s": budget}
         for side in sides:
             cmd = ours_cmd(a, budget) if side == "ours" else peer_cmd(a, budget)
-            rc, out, err, wall, other_whole, js = common.run_subprocess(
+            rc, out, err, wall, other_whole, js = lib.run_subprocess(
                 cmd, timeout=a.timeout or int(budget) + 1800,
                 log_path=os.path.join(log_dir, f"budget{budget:g}_{side}.log"))
             if rc != 0 or js is None:
@@ -235,9 +235,9 @@ def main(argv=None):
             rec.update({"rc": rc, "subprocess_wall_s": wall, "other_cores_whole_subprocess": other_whole})
             entry[side] = rec
             print(f"[budget {budget:g} s] {side}: " + (rec.get("error") or
-                  f"{rec['steps']} steps, one-shot {common.fmt(rec['official_oneshot'], 1, True)}, "
-                  f"20-way {common.fmt(rec['episodes_20way'], 1, True)}, 5-way {common.fmt(rec['episodes_5way'], 1, True)}, "
-                  f"MAP@R {common.fmt(rec['map_at_r'], 3)}, others {rec['other_cores']} cores"
+                  f"{rec['steps']} steps, one-shot {lib.fmt(rec['official_oneshot'], 1, True)}, "
+                  f"20-way {lib.fmt(rec['episodes_20way'], 1, True)}, 5-way {lib.fmt(rec['episodes_5way'], 1, True)}, "
+                  f"MAP@R {lib.fmt(rec['map_at_r'], 3)}, others {rec['other_cores']} cores"
                   + ("" if rec["valid"] else f"  [INVALID: {rec['invalid_reason']}]")), flush=True)
         if len(sides) == 2 and not entry["ours"].get("error") and not entry["peer"].get("error"):
             same = all(entry["ours"][k] == entry["peer"][k] for k in ("episodes_20way_sha1_16", "episodes_5way_sha1_16"))
@@ -256,17 +256,17 @@ def main(argv=None):
             if r.get("error"):
                 rows.append([f"{e['budget_s']:g} s", side, "ERROR: " + r["error"]] + [""] * 9)
                 continue
-            rows.append([f"{e['budget_s']:g} s", side, common.fmt(r["steps"]), common.fmt(r["images_per_sec_median"], 0),
-                         common.fmt(r["official_oneshot"], 1, True),
-                         f"{common.fmt(r['episodes_20way'], 1, True)} ± {common.fmt(r['episodes_20way_ci95'], 1, True)}",
-                         f"{common.fmt(r['episodes_5way'], 1, True)} ± {common.fmt(r['episodes_5way_ci95'], 1, True)}",
-                         common.fmt(r["precision_at_1"], 3), common.fmt(r["r_precision"], 3), common.fmt(r["map_at_r"], 3),
-                         common.fmt(r["other_cores"], 3), "yes" if r["valid"] else "NO (" + r["invalid_reason"] + ")"])
-    common.print_table("accuracy at equal wall-clock budgets (Omniglot evaluation set)", headers, rows)
+            rows.append([f"{e['budget_s']:g} s", side, lib.fmt(r["steps"]), lib.fmt(r["images_per_sec_median"], 0),
+                         lib.fmt(r["official_oneshot"], 1, True),
+                         f"{lib.fmt(r['episodes_20way'], 1, True)} ± {lib.fmt(r['episodes_20way_ci95'], 1, True)}",
+                         f"{lib.fmt(r['episodes_5way'], 1, True)} ± {lib.fmt(r['episodes_5way_ci95'], 1, True)}",
+                         lib.fmt(r["precision_at_1"], 3), lib.fmt(r["r_precision"], 3), lib.fmt(r["map_at_r"], 3),
+                         lib.fmt(r["other_cores"], 3), "yes" if r["valid"] else "NO (" + r["invalid_reason"] + ")"])
+    lib.print_table("accuracy at equal wall-clock budgets (Omniglot evaluation set)", headers, rows)
     config = {k: v for k, v in vars(a).items() if not k.startswith("_") and k != "output"}
-    config.update({"batch": a.classes_per_batch * a.images_per_class, "peer_miner": common.PEER_MINER[a.mining],
-                   "omniglot": common.omniglot_dir(a.omniglot), "lr_schedule": "constant"})
-    common.finish(NAME, a, {"kind": NAME, "config": config, "inputs": inputs, "versions": versions,
+    config.update({"batch": a.classes_per_batch * a.images_per_class, "peer_miner": lib.PEER_MINER[a.mining],
+                   "omniglot": lib.omniglot_dir(a.omniglot), "lr_schedule": "constant"})
+    lib.finish(NAME, a, {"kind": NAME, "config": config, "inputs": inputs, "versions": versions,
                             "results": results}, started)
     return 0
 

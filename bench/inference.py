@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-import common
+import lib
 
 NAME = "inference"
 
@@ -43,8 +43,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=1800)
-    ap.add_argument("--omniglot", default=common.DEFAULT_OMNIGLOT, help="source of the query image")
-    common.add_common_args(ap, NAME)
+    ap.add_argument("--omniglot", default=lib.DEFAULT_OMNIGLOT, help="source of the query image")
+    lib.add_common_args(ap, NAME)
     a = ap.parse_args(argv)
     if a.quick:
         a.embed_images, a.repeats, a.cold_runs, a.queries, a.batched_queries = 512, 2, 1, 10, 100
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     return a
 
 
-ART = os.path.join(common.CACHE, "inference")
+ART = os.path.join(lib.CACHE, "inference")
 
 
 def random_unit(rng, n, d):
@@ -96,7 +96,7 @@ def worker(a):
     # Embedding throughput.
     images = rng.integers(0, 256, (a.embed_images, 28, 28, 1), dtype=np.uint8)
     embed_images(model, images[: a.batch * 2], a.batch)  # warm-up: traces predict
-    meter = common.NoiseMeter().start()
+    meter = lib.NoiseMeter().start()
     times = []
     for _ in range(a.repeats):
         t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def worker(a):
                              [""] * n, {"distance": "euclidean"})
         queries = random_unit(rng, max(a.queries, a.batched_queries), a.dim)
         classify(queries[:1], enc, 5)  # warm-up
-        meter = common.NoiseMeter().start()
+        meter = lib.NoiseMeter().start()
         single = []
         for i in range(a.queries):
             t0 = time.perf_counter()
@@ -132,8 +132,8 @@ def worker(a):
         out["search"].append(row)
         print(f"[inference] search {n:,}: {row['single_query_ms_median']} ms/query alone, "
               f"{row['batched_ms_per_query']} ms/query batched", flush=True)
-    out["versions"] = common.ml_versions()
-    common.worker_reply(out)
+    out["versions"] = lib.ml_versions()
+    lib.worker_reply(out)
 
 
 def main(argv=None):
@@ -147,24 +147,24 @@ def main(argv=None):
            "--batched-queries", str(a.batched_queries), "--seed", str(a.seed), "--omniglot", a.omniglot]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
-    rc, out, err, wall, _, js = common.run_subprocess(cmd, timeout=a.timeout,
-                                                      log_path=os.path.join(common.CACHE, "logs", NAME, "worker.log"))
+    rc, out, err, wall, _, js = lib.run_subprocess(cmd, timeout=a.timeout,
+                                                      log_path=os.path.join(lib.CACHE, "logs", NAME, "worker.log"))
     if rc != 0 or js is None:
         raise SystemExit(f"inference worker failed (rc {rc}):\n{err}")
 
     def cold(label, command):
         # One run of test.py lasts a fraction of a second, in which a few 1/100 s clock ticks of
         # other processes already exceed the threshold: validity is judged over the series.
-        series = common.NoiseMeter().start()
+        series = lib.NoiseMeter().start()
         runs = []
         for i in range(a.cold_runs):
-            rc, out, err, wall, other, _ = common.run_subprocess(
-                command, timeout=600, log_path=os.path.join(common.CACHE, "logs", NAME, f"{label}_{i}.log"))
+            rc, out, err, wall, other, _ = lib.run_subprocess(
+                command, timeout=600, log_path=os.path.join(lib.CACHE, "logs", NAME, f"{label}_{i}.log"))
             runs.append({"rc": rc, "wall_s": wall, "other_procs_cpu_cores": other,
                          "stdout_first_line": (out.strip().splitlines() or [""])[0][:200],
                          "error": None if rc == 0 else (err.strip().splitlines() or [""])[-1][:300]})
         walls = [r["wall_s"] for r in runs if r["rc"] == 0]
-        return {"command": " ".join(os.path.relpath(c, common.REPO) if os.path.isabs(c) and c.startswith(common.REPO)
+        return {"command": " ".join(os.path.relpath(c, lib.REPO) if os.path.isabs(c) and c.startswith(lib.REPO)
                                     else c for c in command),
                 "runs": runs, "first_s": runs[0]["wall_s"] if runs else None,
                 "median_s": round(statistics.median(walls), 3) if walls else None,
@@ -172,7 +172,7 @@ def main(argv=None):
                 "other_procs_cpu_cores_max": max((r["other_procs_cpu_cores"] or 0) for r in runs) if runs else None,
                 "other_procs_cpu_cores_series": series.stop()}
 
-    test_command = [sys.executable, os.path.join(common.REPO, "test.py"), "--weights", os.path.join(ART, "model.keras"),
+    test_command = [sys.executable, os.path.join(lib.REPO, "test.py"), "--weights", os.path.join(ART, "model.keras"),
                     "--encodings", os.path.join(ART, "encodings.npz"), "--image", os.path.join(ART, "query.png")]
     test_py = cold("test_py", test_command)
     test_py_keras = cold("test_py_keras", test_command + ["--keras"])
@@ -186,30 +186,30 @@ def main(argv=None):
 
     e = js["embed"]
     print(f"\n(other-process CPU above {a.noise_threshold} cores marks a row invalid)")
-    common.print_table("embedding throughput", ["model", "batch", "images/s", "other procs (cores)", "valid"],
-                       [[f"conv4 28px, embedding {e['embedding']}", e["batch"], common.fmt(e["images_per_sec"], 0),
-                         common.fmt(e["other_procs_cpu_cores"], 3), "yes" if ok(e["other_procs_cpu_cores"]) else "NO"]])
-    common.print_table("cold start (new process, wall time)", ["command", "first (s)", "median (s)", "runs",
+    lib.print_table("embedding throughput", ["model", "batch", "images/s", "other procs (cores)", "valid"],
+                       [[f"conv4 28px, embedding {e['embedding']}", e["batch"], lib.fmt(e["images_per_sec"], 0),
+                         lib.fmt(e["other_procs_cpu_cores"], 3), "yes" if ok(e["other_procs_cpu_cores"]) else "NO"]])
+    lib.print_table("cold start (new process, wall time)", ["command", "first (s)", "median (s)", "runs",
                                                               "other procs (cores, over the runs)", "valid"],
-                       [[label, common.fmt(r["first_s"], 2),
-                         common.fmt(r["median_s"], 2), len(r["runs"]), common.fmt(r["other_procs_cpu_cores_series"], 3),
+                       [[label, lib.fmt(r["first_s"], 2),
+                         lib.fmt(r["median_s"], 2), len(r["runs"]), lib.fmt(r["other_procs_cpu_cores_series"], 3),
                          "yes" if ok(r["other_procs_cpu_cores_series"]) else "NO"]
                         for label, r in (("test.py --image one.png", test_py),
                                          ("test.py --image one.png --keras", test_py_keras),
                                          ("python -c 'import tensorflow'", import_tf))])
-    common.print_table("nearest-class search: encodings.classify, top 5",
+    lib.print_table("nearest-class search: encodings.classify, top 5",
                        ["stored encodings", "D", "classes", "one query (ms, median)", "one query (ms, p90)",
                         f"batched ({js['search'][0]['batched_queries'] if js['search'] else '-'} queries), ms/query",
                         "other procs (cores)", "valid"],
-                       [[common.fmt(r["stored"]), r["dim"], common.fmt(r["classes"]), common.fmt(r["single_query_ms_median"], 3),
-                         common.fmt(r["single_query_ms_p90"], 3), common.fmt(r["batched_ms_per_query"], 4),
-                         common.fmt(r["other_procs_cpu_cores"], 3), "yes" if ok(r["other_procs_cpu_cores"]) else "NO"]
+                       [[lib.fmt(r["stored"]), r["dim"], lib.fmt(r["classes"]), lib.fmt(r["single_query_ms_median"], 3),
+                         lib.fmt(r["single_query_ms_p90"], 3), lib.fmt(r["batched_ms_per_query"], 4),
+                         lib.fmt(r["other_procs_cpu_cores"], 3), "yes" if ok(r["other_procs_cpu_cores"]) else "NO"]
                         for r in js["search"]])
     config = {k: v for k, v in vars(a).items() if not k.startswith("_") and k != "output"}
-    common.finish(NAME, a, {"kind": NAME, "config": config, "versions": js.get("versions"), "embed": js["embed"],
+    lib.finish(NAME, a, {"kind": NAME, "config": config, "versions": js.get("versions"), "embed": js["embed"],
                             "search": js["search"], "test_py_cold_start": test_py, "test_py_keras_cold_start": test_py_keras,
                             "import_tensorflow": import_tf,
-                            "artifacts": os.path.relpath(ART, common.REPO)}, started)
+                            "artifacts": os.path.relpath(ART, lib.REPO)}, started)
     return 0
 
 

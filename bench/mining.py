@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 
-import common
+import lib
 
 NAME = "mining"
 
@@ -48,10 +48,10 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=1800)
-    ap.add_argument("--omniglot", default=common.DEFAULT_OMNIGLOT)
-    ap.add_argument("--peer-python", default=common.DEFAULT_PEER_PYTHON, help="only to prepare the inputs")
-    ap.add_argument("--peer-script", default=common.DEFAULT_PEER_SCRIPT)
-    common.add_common_args(ap, NAME)
+    ap.add_argument("--omniglot", default=lib.DEFAULT_OMNIGLOT)
+    ap.add_argument("--peer-python", default=lib.DEFAULT_PEER_PYTHON, help="only to prepare the inputs")
+    ap.add_argument("--peer-script", default=lib.DEFAULT_PEER_SCRIPT)
+    lib.add_common_args(ap, NAME)
     a = ap.parse_args(argv)
     if a.quick:
         if a.batches == [64, 256, 1024]:
@@ -86,7 +86,7 @@ def worker(a):
     batch, mining = a.batches[0], a.minings[0]
     p = batch // a.images_per_class
     keras.utils.set_random_seed(a.seed)
-    data = common.omniglot_inputs(a.size, a.omniglot)
+    data = lib.omniglot_inputs(a.size, a.omniglot)
     y = data["y_train"]
     dataset = pk_dataset(y, int(y.max()) + 1, p, a.images_per_class, images=data["x_train"], seed=a.seed)
     model = build_embedding_model("conv4", (a.size, a.size, 1), a.embedding)
@@ -97,7 +97,7 @@ def worker(a):
     for _ in range(a.rounds):
         for kind in ("null", "mined"):
             model.compile(optimizer=build_optimizer("adam", 1e-3), loss=NullLoss() if kind == "null" else triplet)
-            timer = common.step_timer(warmup=a.warmup, max_timed_seconds=a.max_seconds)
+            timer = lib.step_timer(warmup=a.warmup, max_timed_seconds=a.max_seconds)
             model.fit(dataset, epochs=1, steps_per_epoch=a.steps, verbose=0, callbacks=[timer], shuffle=False)
             r = timer.result(batch)
             segments[kind].append(r)
@@ -127,14 +127,14 @@ def worker(a):
     med_null = statistics.median(s["median_ms"] for s in segments["null"])
     med_mined = statistics.median(s["median_ms"] for s in segments["mined"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    common.worker_reply({
+    lib.worker_reply({
         "batch": batch, "mining": mining, "step_null_ms": round(med_null, 3), "step_mined_ms": round(med_mined, 3),
         "loss_and_mining_ms": round(med_mined - med_null, 3),
         "share_of_step": round((med_mined - med_null) / med_mined, 4),
         "isolated_loss_grad_ms": iso_mined, "isolated_null_grad_ms": iso_null,
         "isolated_share_of_step": round(iso_mined / med_mined, 4),
         "segments": segments, "other_cores_max": max((o for o in others if o is not None), default=None),
-        "peak_rss_bytes": peak, "jit_compile": bool(model.jit_compile), "versions": common.ml_versions()})
+        "peak_rss_bytes": peak, "jit_compile": bool(model.jit_compile), "versions": lib.ml_versions()})
 
 
 # --------------------------------------------------------------------------- driver
@@ -171,8 +171,8 @@ def main(argv=None):
     for b in a.batches:
         if b % a.images_per_class:
             raise SystemExit(f"batch {b} is not a multiple of --images-per-class {a.images_per_class}")
-    have_peer = common.peer_available(a.peer_python, a.peer_script)
-    inputs = common.omniglot_inputs(a.size, a.omniglot, a.peer_python if have_peer else None, a.peer_script)["info"]
+    have_peer = lib.peer_available(a.peer_python, a.peer_script)
+    inputs = lib.omniglot_inputs(a.size, a.omniglot, a.peer_python if have_peer else None, a.peer_script)["info"]
     print(f"[bench] mining: batches {a.batches}, rules {a.minings}, {a.rounds} round(s) of null/mined segments "
           f"of {a.steps} steps ({a.warmup} warm-up)", flush=True)
     results, all_peaks, versions = [], [], None
@@ -194,8 +194,8 @@ def main(argv=None):
                    "--isolated-repeats", str(a.isolated_repeats), "--seed", str(a.seed), "--omniglot", a.omniglot]
             if a.threads:
                 cmd += ["--threads", str(a.threads)]
-            rc, out, err, wall, other_whole, js = common.run_subprocess(
-                cmd, timeout=a.timeout, log_path=os.path.join(common.CACHE, "logs", NAME, f"b{batch}_{mining}.log"))
+            rc, out, err, wall, other_whole, js = lib.run_subprocess(
+                cmd, timeout=a.timeout, log_path=os.path.join(lib.CACHE, "logs", NAME, f"b{batch}_{mining}.log"))
             rec.update({"rc": rc, "subprocess_wall_s": wall, "other_cores_whole_subprocess": other_whole})
             if rc != 0 or js is None:
                 killed = rc in (-9, 137)
@@ -207,7 +207,7 @@ def main(argv=None):
             versions = versions or js.pop("versions", None)
             js.pop("versions", None)
             rec.update(js)
-            rec["valid"], rec["invalid_reason"] = common.validity(js.get("other_cores_max"), a.noise_threshold)
+            rec["valid"], rec["invalid_reason"] = lib.validity(js.get("other_cores_max"), a.noise_threshold)
             if mining == "all":
                 all_peaks.append((batch, js["peak_rss_bytes"]))
             print(f"[B={batch} {mining}] null {js['step_null_ms']:.1f} ms, mined {js['step_mined_ms']:.1f} ms: "
@@ -222,13 +222,13 @@ def main(argv=None):
         if r.get("skipped") or r.get("error"):
             rows.append([r["batch"], r["mining"], r.get("skipped") or "ERROR: " + r["error"]] + [""] * 7)
             continue
-        rows.append([r["batch"], r["mining"], common.fmt(r["step_null_ms"]), common.fmt(r["step_mined_ms"]),
-                     common.fmt(r["loss_and_mining_ms"]), common.fmt(r["share_of_step"], 1, True),
-                     common.fmt(r["isolated_loss_grad_ms"]), common.fmt(r["peak_rss_bytes"] / 2**30, 2),
-                     common.fmt(r["other_cores_max"], 3), "yes" if r["valid"] else "NO"])
-    common.print_table("share of a training step spent in the triplet loss and its mining", headers, rows)
+        rows.append([r["batch"], r["mining"], lib.fmt(r["step_null_ms"]), lib.fmt(r["step_mined_ms"]),
+                     lib.fmt(r["loss_and_mining_ms"]), lib.fmt(r["share_of_step"], 1, True),
+                     lib.fmt(r["isolated_loss_grad_ms"]), lib.fmt(r["peak_rss_bytes"] / 2**30, 2),
+                     lib.fmt(r["other_cores_max"], 3), "yes" if r["valid"] else "NO"])
+    lib.print_table("share of a training step spent in the triplet loss and its mining", headers, rows)
     config = {k: v for k, v in vars(a).items() if not k.startswith("_") and k != "output"}
-    common.finish(NAME, a, {"kind": NAME, "config": config, "inputs": inputs, "versions": versions,
+    lib.finish(NAME, a, {"kind": NAME, "config": config, "inputs": inputs, "versions": versions,
                             "results": results}, started)
     return 0
 

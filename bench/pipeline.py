@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-import common
+import lib
 
 NAME = "pipeline"
 QUICK_ALPHABETS = ("Latin", "Greek", "Atlantean")  # 2 background alphabets (train) + 1 evaluation
@@ -50,12 +50,12 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=3600)
-    common.add_common_args(ap, NAME)
+    lib.add_common_args(ap, NAME)
     a = ap.parse_args(argv)
     if a.quick:
         a.batches, a.disk_batches, a.warmup, a.fit_steps, a.min_seconds = 10, 5, 2, 6, 0.5
     if a.data_root is None:
-        a.data_root = os.path.join(common.CACHE, "omniglot_folder_quick" if a.quick else "omniglot_folder")
+        a.data_root = os.path.join(lib.CACHE, "omniglot_folder_quick" if a.quick else "omniglot_folder")
     return a
 
 
@@ -64,7 +64,7 @@ def time_iteration(dataset, batches, warmup, batch_size, min_seconds):
     it = iter(dataset)
     for _ in range(warmup):
         next(it)
-    meter = common.NoiseMeter().start()
+    meter = lib.NoiseMeter().start()
     t0 = time.perf_counter()
     done = 0
     while done < batches or time.perf_counter() - t0 < min_seconds:
@@ -99,7 +99,7 @@ def worker(a):
     batch = a.classes_per_batch * a.images_per_class
     folder = scan_image_folder(os.path.join(a.data_root, "train"))
     rows = {}
-    meter = common.NoiseMeter().start()
+    meter = lib.NoiseMeter().start()
     t0 = time.perf_counter()
     images, failed = read_images(folder.paths, size, 1)
     dt = time.perf_counter() - t0
@@ -130,15 +130,15 @@ def worker(a):
         model = build_embedding_model("conv4", (a.size, a.size, 1), 64)
         model.compile(optimizer=build_optimizer("adam", 1e-3), loss=TripletLoss(0.2, "semi_hard"),
                       metrics=collapse_monitors(0.2))
-        timer = common.step_timer(warmup=a.warmup)
+        timer = lib.step_timer(warmup=a.warmup)
         model.fit(make(), epochs=1, steps_per_epoch=a.fit_steps, verbose=0, callbacks=[timer], shuffle=False)
         r = timer.result(batch)
         rows[f"fit_{key}"] = {"steps": r["steps"], "median_step_ms": r["median_ms"],
                               "images_per_sec": r["images_per_sec_median"],
                               "other_procs_cpu_cores": r["other_procs_cpu_cores"]}
         print(f"[pipeline] fit {key}: {r['images_per_sec_median']} images/s", flush=True)
-    common.worker_reply({"rows": rows, "batch": batch, "train_images": len(folder.paths),
-                         "train_classes": num_classes, "versions": common.ml_versions()})
+    lib.worker_reply({"rows": rows, "batch": batch, "train_images": len(folder.paths),
+                         "train_classes": num_classes, "versions": lib.ml_versions()})
 
 
 def main(argv=None):
@@ -160,8 +160,8 @@ def main(argv=None):
            "--fit-steps", str(a.fit_steps), "--min-seconds", str(a.min_seconds), "--data-root", a.data_root, "--seed", str(a.seed)]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
-    rc, out, err, wall, other_whole, js = common.run_subprocess(
-        cmd, timeout=a.timeout, log_path=os.path.join(common.CACHE, "logs", NAME, "worker.log"))
+    rc, out, err, wall, other_whole, js = lib.run_subprocess(
+        cmd, timeout=a.timeout, log_path=os.path.join(lib.CACHE, "logs", NAME, "worker.log"))
     if rc != 0 or js is None:
         raise SystemExit(f"pipeline worker failed (rc {rc}):\n{err}")
     rows = js["rows"]
@@ -175,16 +175,16 @@ def main(argv=None):
         fit = rows.get(f"fit_{key}")
         valid = all(v is not None and v <= a.noise_threshold for v in
                     [r.get("other_procs_cpu_cores")] + ([fit.get("other_procs_cpu_cores")] if fit else []))
-        table.append([label, common.fmt(r["images_per_sec"], 0),
-                      common.fmt(fit["images_per_sec"], 0) if fit else "-",
-                      common.fmt(r["images_per_sec"] / fit["images_per_sec"], 1) + "x" if fit and fit["images_per_sec"] else "-",
-                      common.fmt(r.get("other_procs_cpu_cores"), 3), "yes" if valid else "NO"])
+        table.append([label, lib.fmt(r["images_per_sec"], 0),
+                      lib.fmt(fit["images_per_sec"], 0) if fit else "-",
+                      lib.fmt(r["images_per_sec"] / fit["images_per_sec"], 1) + "x" if fit and fit["images_per_sec"] else "-",
+                      lib.fmt(r.get("other_procs_cpu_cores"), 3), "yes" if valid else "NO"])
         r["valid"] = valid
-    common.print_table(f"input pipeline vs training (conv4 {a.size}px, batch {js['batch']})",
+    lib.print_table(f"input pipeline vs training (conv4 {a.size}px, batch {js['batch']})",
                        ["pipeline", "delivers (images/s, alone)", "training fed by it consumes (images/s)",
                         "headroom", "other procs (cores)", "valid"], table)
     config = {k: v for k, v in vars(a).items() if not k.startswith("_") and k != "output"}
-    common.finish(NAME, a, {"kind": NAME, "config": config, "materialize_seconds": materialize_seconds,
+    lib.finish(NAME, a, {"kind": NAME, "config": config, "materialize_seconds": materialize_seconds,
                             "train_images": js["train_images"], "train_classes": js["train_classes"],
                             "batch": js["batch"], "versions": js["versions"], "rows": rows,
                             "subprocess_wall_s": wall}, started)

@@ -13,8 +13,8 @@ import json
 import os
 import sys
 
-import common
-from common import fmt, markdown_table
+import lib
+from lib import fmt, markdown_table
 
 COMMANDS = [
     ("throughput", "python bench/throughput.py", "28 px, semi-hard, 5 ours/peer pairs"),
@@ -41,7 +41,7 @@ def load(results_dir):
         except (OSError, json.JSONDecodeError) as error:
             print(f"[report] skipping {path}: {error}", file=sys.stderr)
             continue
-        name = os.path.relpath(path, common.REPO)
+        name = os.path.relpath(path, lib.REPO)
         if not isinstance(data, dict) or data.get("kind") not in KINDS:
             other.append(name)  # e.g. another script's results in the same folder
             continue
@@ -265,16 +265,16 @@ def render(results, threshold, other=()):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default=common.RESULTS)
-    ap.add_argument("--output", default=os.path.join(common.REPO, "BENCHMARKS.md"), help="'-' prints to stdout")
-    ap.add_argument("--noise-threshold", type=float, default=common.DEFAULT_NOISE_THRESHOLD)
+    ap.add_argument("--results", default=lib.RESULTS)
+    ap.add_argument("--output", default=os.path.join(lib.REPO, "BENCHMARKS.md"), help="'-' prints to stdout")
+    ap.add_argument("--noise-threshold", type=float, default=lib.DEFAULT_NOISE_THRESHOLD)
     a = ap.parse_args(argv)
     results, other = load(a.results)
     text = render(results, a.noise_threshold, other)
     if a.output == "-":
         sys.stdout.write(text)
     else:
-        common.atomic_write_text(a.output, text)
+        lib.atomic_write_text(a.output, text)
         print(f"[report] wrote {a.output}")
     return 0
 

@@ -6,7 +6,7 @@ maxpool2]) at --size px, a dense projection to --embedding dimensions, P x K = 3
 images per batch from the 964 Omniglot background characters, the triplet loss with margin 0.2
 and --mining, Adam 1e-3. Inputs: the peer's own preprocessing (`--save-inputs`: 105 -> size
 with PIL bilinear on float images, ink = 1), quantised to the uint8 images our model takes (see
-common.omniglot_inputs). Each side runs in its own subprocess (threads are not shared), A = ours,
+lib.omniglot_inputs). Each side runs in its own subprocess (threads are not shared), A = ours,
 B = peer, A B A B ... for --rounds rounds; a step is timed from the end of the previous one
 (batch fetch, forward, mining, loss, backward, update), the median after --warmup steps.
 
@@ -19,7 +19,7 @@ projection), ours global-average-pools it (64 -> 64); the peer's convolutions ha
 none (the batch norm after each cancels it, so both compute the same functions); ours trains
 batch norm with its closed-form gradient (embedding_net.models.normalization); initialisations differ
 (Keras Glorot vs PyTorch Kaiming-uniform); Adam epsilon 1e-7 (Keras) vs 1e-8; and each library
-applies its own rule of the mining name (see common.PEER_MINER).
+applies its own rule of the mining name (see lib.PEER_MINER).
 
 A pair is valid only when, during both timings, other processes used at most
 --noise-threshold cores (ours: measured in the worker over the timed steps; the peer: its own
@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 
-import common
+import lib
 
 NAME = "throughput"
 
@@ -59,8 +59,8 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["ours", "peer"], default=None, help="run one side only (no ratios)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
-    common.add_peer_args(ap)
-    common.add_common_args(ap, NAME + "[_s<size>][_<mining>]")
+    lib.add_peer_args(ap)
+    lib.add_common_args(ap, NAME + "[_s<size>][_<mining>]")
     a = ap.parse_args(argv)
     if a.quick:
         a.rounds = 1 if a.rounds == 5 else a.rounds
@@ -95,22 +95,22 @@ def worker_ours(a):
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
         tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     keras.utils.set_random_seed(a.seed)
-    data = common.omniglot_inputs(a.size, a.omniglot)
+    data = lib.omniglot_inputs(a.size, a.omniglot)
     x, y = data["x_train"], data["y_train"]
     model = build_embedding_model("conv4", (a.size, a.size, 1), a.embedding)
     model.compile(optimizer=build_optimizer("adam", a.lr), loss=TripletLoss(a.margin, a.mining),
                   metrics=None if a.no_monitors else collapse_monitors(a.margin))
     batch = a.classes_per_batch * a.images_per_class
     dataset = pk_dataset(y, int(y.max()) + 1, a.classes_per_batch, a.images_per_class, images=x, seed=a.seed)
-    timer = common.step_timer(warmup=a.warmup)
+    timer = lib.step_timer(warmup=a.warmup)
     history = model.fit(dataset, epochs=1, steps_per_epoch=a.steps, verbose=0, callbacks=[timer],
                         shuffle=False)
     result = timer.result(batch)
     result.update({"side": "ours", "loss_last": float(history.history["loss"][-1]),
                    "jit_compile": bool(model.jit_compile), "params": int(model.count_params()),
                    "monitors": not a.no_monitors, "tf_threads": a.threads or "default",
-                   "inputs": data["info"], "versions": common.ml_versions()})
-    common.worker_reply(result)
+                   "inputs": data["info"], "versions": lib.ml_versions()})
+    lib.worker_reply(result)
 
 
 # --------------------------------------------------------------------------- driver
@@ -128,10 +128,10 @@ def worker_cmd(a):
 
 
 def peer_cmd(a, seed):
-    return [a.peer_python, a.peer_script, "--omniglot", common.omniglot_dir(a.omniglot), "--backbone", "conv4",
+    return [a.peer_python, a.peer_script, "--omniglot", lib.omniglot_dir(a.omniglot), "--backbone", "conv4",
             "--size", str(a.size), "--batch", str(a.classes_per_batch * a.images_per_class),
             "--m-per-class", str(a.images_per_class), "--steps", str(a.steps), "--warmup", str(a.warmup),
-            "--embedding", str(a.embedding), "--loss", "triplet", "--miner", common.PEER_MINER[a.mining],
+            "--embedding", str(a.embedding), "--loss", "triplet", "--miner", lib.PEER_MINER[a.mining],
             "--margin", str(a.margin), "--lr", str(a.lr), "--threads", str(a.threads or os.cpu_count()),
             "--seed", str(seed), "--episodes", "2", "--no-raw-baseline", "--log-every", "1000000"]
 
@@ -143,7 +143,7 @@ def run_side(a, side, round_index, log_dir):
         cmd[cmd.index("--seed") + 1] = str(seed)
     else:
         cmd = peer_cmd(a, seed)
-    rc, out, err, wall, other_whole, js = common.run_subprocess(
+    rc, out, err, wall, other_whole, js = lib.run_subprocess(
         cmd, timeout=a.timeout, log_path=os.path.join(log_dir, f"round{round_index}_{side}.log"))
     rec = {"side": side, "rc": rc, "subprocess_wall_s": wall, "other_cores_whole_subprocess": other_whole}
     if rc != 0 or js is None:
@@ -166,7 +166,7 @@ def run_side(a, side, round_index, log_dir):
         rec["other_cores"] = t.get("other_procs_cpu_cores_during_train")
         rec["other_cores_window"] = "all training steps (peer's own field)"
         rec["_versions"] = js.get("versions")
-    rec["valid"], rec["invalid_reason"] = common.validity(rec["other_cores"], a.noise_threshold)
+    rec["valid"], rec["invalid_reason"] = lib.validity(rec["other_cores"], a.noise_threshold)
     return rec
 
 
@@ -177,7 +177,7 @@ def main(argv=None):
     started = time.perf_counter()
     name = result_name(a)
     sides = [a.only] if a.only else ["ours", "peer"]
-    have_peer = common.peer_available(a.peer_python, a.peer_script)
+    have_peer = lib.peer_available(a.peer_python, a.peer_script)
     if "peer" in sides and not have_peer:
         print(f"[bench] peer not found ({a.peer_python}, {a.peer_script}): see bench/README.md; "
               "running ours only", flush=True)
@@ -185,8 +185,8 @@ def main(argv=None):
     print(f"[bench] {name}: conv4 {a.size}px, emb {a.embedding}, batch {a.classes_per_batch}x{a.images_per_class}, "
           f"triplet {a.mining} margin {a.margin}, Adam {a.lr}; {a.steps} steps ({a.warmup} warm-up) x "
           f"{a.rounds} rounds, sides {sides}", flush=True)
-    inputs = common.omniglot_inputs(a.size, a.omniglot, a.peer_python if have_peer else None, a.peer_script)["info"]
-    log_dir = os.path.join(common.CACHE, "logs", name)
+    inputs = lib.omniglot_inputs(a.size, a.omniglot, a.peer_python if have_peer else None, a.peer_script)["info"]
+    log_dir = os.path.join(lib.CACHE, "logs", name)
     pairs = []
     versions = {}
     for r in range(a.rounds):
@@ -196,8 +196,8 @@ def main(argv=None):
             versions.setdefault(side, rec.pop("_versions", None))
             rec.pop("_inputs", None)
             pair[side] = rec
-            msg = rec.get("error") or (f"{common.fmt(rec.get('images_per_sec_median'))} img/s, median "
-                                       f"{common.fmt(rec.get('median_ms'))} ms, others {rec.get('other_cores')} cores"
+            msg = rec.get("error") or (f"{lib.fmt(rec.get('images_per_sec_median'))} img/s, median "
+                                       f"{lib.fmt(rec.get('median_ms'))} ms, others {rec.get('other_cores')} cores"
                                        + ("" if rec["valid"] else "  [INVALID: " + rec["invalid_reason"] + "]"))
             print(f"[round {r + 1}/{a.rounds}] {side}: {msg}", flush=True)
         if len(sides) == 2:
@@ -238,21 +238,21 @@ def main(argv=None):
     for p in pairs:
         for side in sides:
             r = p[side]
-            rows.append([p["round"], side, common.fmt(r.get("images_per_sec_median")), common.fmt(r.get("median_ms")),
-                         f"{common.fmt(r.get('p10_ms'))}-{common.fmt(r.get('p90_ms'))}",
-                         common.fmt(r.get("other_cores"), 3),
+            rows.append([p["round"], side, lib.fmt(r.get("images_per_sec_median")), lib.fmt(r.get("median_ms")),
+                         f"{lib.fmt(r.get('p10_ms'))}-{lib.fmt(r.get('p90_ms'))}",
+                         lib.fmt(r.get("other_cores"), 3),
                          "ERROR: " + r["error"] if r.get("error") else ("yes" if r["valid"] else "NO")])
         if len(sides) == 2:
-            rows.append([p["round"], "ratio ours/peer", common.fmt(p["ratio_ours_over_peer"], 3), "", "", "",
+            rows.append([p["round"], "ratio ours/peer", lib.fmt(p["ratio_ours_over_peer"], 3), "", "", "",
                          "yes" if p["valid"] else "NO (" + p["invalid_reason"] + ")"])
-    common.print_table(f"{name}: conv4 {a.size}px, batch {a.classes_per_batch * a.images_per_class}, {a.mining}",
+    lib.print_table(f"{name}: conv4 {a.size}px, batch {a.classes_per_batch * a.images_per_class}, {a.mining}",
                        headers, rows)
     if len(sides) == 2:
         print(summary["verdict"], flush=True)
     config = {k: v for k, v in vars(a).items() if not k.startswith("_") and k not in ("output",)}
-    config.update({"batch": a.classes_per_batch * a.images_per_class, "peer_miner": common.PEER_MINER[a.mining],
-                   "omniglot": common.omniglot_dir(a.omniglot)})
-    common.finish(name, a, {"kind": NAME, "config": config, "inputs": inputs, "versions": versions,
+    config.update({"batch": a.classes_per_batch * a.images_per_class, "peer_miner": lib.PEER_MINER[a.mining],
+                   "omniglot": lib.omniglot_dir(a.omniglot)})
+    lib.finish(name, a, {"kind": NAME, "config": config, "inputs": inputs, "versions": versions,
                             "pairs": pairs, "summary": summary}, started)
     return 0
 

@@ -17,16 +17,3 @@ def omniglot_subset(tmp_path_factory):
     from embedding_net.data.datasets.omniglot import materialize_omniglot
 
     return materialize_omniglot(str(tmp_path_factory.mktemp("data") / "omniglot"), alphabets=SUBSET_ALPHABETS)
-
-
-def tiny_overrides(root, work_dir, name="tiny", plots=False, export_litert=False):
-    """`--set` overrides for a run of a few seconds on the subset (without the LiteRT copy,
-    a few seconds more, unless `export_litert`)."""
-    return [
-        f"data.root={root}", "data.dataset=omniglot", "data.classes_per_batch=8",
-        "data.images_per_class=2", "train.epochs=2", "train.steps_per_epoch=3",
-        "train.validation_steps=2", "train.verbose=0", "model.embedding_size=16",
-        f"output.work_dir={work_dir}", f"output.name={name}", "evaluation.episodes=100",
-        f"evaluation.plots={'true' if plots else 'false'}", "evaluation.tsne_max_points=200",
-        f"train.export_litert={'true' if export_litert else 'false'}",
-    ]

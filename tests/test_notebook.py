@@ -5,7 +5,7 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from embedding_net.training import runner as training
 from embedding_net.config.loading import load_config
 

@@ -13,6 +13,8 @@ import dataclasses
 
 import keras
 
+from embedding_net.registry import Registry
+
 from embedding_net.models import resnets
 from embedding_net.models.normalization import BatchNormalization
 
@@ -40,17 +42,15 @@ class BackboneSpec:
     notes: str = ""
 
 
-_REGISTRY = {}
+_BACKBONES = Registry("backbone")
 
 
 def register_backbone(name, preprocessing, min_input_size, rgb=False, pretrained=(), notes=""):
     """Decorator registering `builder(input_shape, weights) -> keras.Model` under `name`."""
 
     def decorator(builder):
-        if name in _REGISTRY:
-            raise ValueError(f"a backbone named {name!r} is already registered")
-        _REGISTRY[name] = BackboneSpec(name, builder, preprocessing, min_input_size, rgb,
-                                       tuple(pretrained), notes)
+        _BACKBONES.register(name, settings=())(BackboneSpec(name, builder, preprocessing, min_input_size, rgb,
+                                                            tuple(pretrained), notes))
         return builder
 
     return decorator
@@ -58,14 +58,13 @@ def register_backbone(name, preprocessing, min_input_size, rgb=False, pretrained
 
 def list_backbones():
     """The sorted names of every registered backbone."""
-    return sorted(_REGISTRY)
+    return _BACKBONES.names()
 
 
 def get_backbone(name):
-    """The `BackboneSpec` registered as `name`; a `ValueError` lists the valid names."""
-    if name not in _REGISTRY:
-        raise ValueError(f"`backbone` must be one of {', '.join(list_backbones())}. Received: {name!r}")
-    return _REGISTRY[name]
+    """The `BackboneSpec` registered as `name`; an unknown name is a `ConfigError` (a
+    `ValueError`) listing the registered ones."""
+    return _BACKBONES.get(name)
 
 
 def build_backbone(name, input_shape, weights=None):

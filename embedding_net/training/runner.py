@@ -16,7 +16,7 @@ import numpy as np
 
 from embedding_net.atomic import atomic_write_text
 from embedding_net.data.augmentation import augment_dataset
-from embedding_net.models.backbones import get_backbone, list_backbones
+from embedding_net.models.backbones import get_backbone
 from embedding_net.training.callbacks import (
     AtomicCheckpoint,
     LearningRateLogger,
@@ -251,9 +251,6 @@ def _check_resumable(config, work_dir):
 
 
 def _check_model_keys(model):
-    names = list_backbones()
-    if model.backbone not in names:
-        raise ConfigError(f"model.backbone must be one of {', '.join(names)}, received: {model.backbone!r}")
     spec = get_backbone(model.backbone)
     is_file = model.weights is not None and model.weights.endswith((".keras", ".weights.h5"))
     if model.weights is not None and model.weights not in spec.pretrained and not is_file:

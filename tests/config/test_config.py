@@ -266,6 +266,7 @@ def test_empty_encodings_splits_fails(tmp_path):
         ("loss", "name", "lifted", "'lifted'"),
         ("model", "embedding_size", "0", "0"),
         ("model", "pooling", "sum", "'sum'"),
+        ("model", "backbone", "nope", "'nope'"),
         ("data", "classes_per_batch", "1", "1"),
         ("data", "images_per_class", "1", "1"),
         ("data", "cache", "disk", "'disk'"),

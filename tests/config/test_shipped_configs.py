@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from embedding_net.training import runner as training
 from embedding_net.config.loading import load_config
 from embedding_net.models.builders import load_embedding_model

@@ -7,30 +7,12 @@ import os
 import numpy as np
 import pytest
 
+from helpers import reference_class_distances, reference_distance
 from embedding_net.evaluation.neighbours import class_distances, class_top_k_accuracy, nearest_classes
 from embedding_net.evaluation.distances import distance_matrix
 from embedding_net.evaluation.oneshot import evaluate_oneshot, oneshot_accuracy
 
 DISTANCES = ("euclidean", "squared_euclidean", "cosine")
-
-
-def brute_distance(a, b, distance):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if distance == "euclidean":
-        return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
-    if distance == "squared_euclidean":
-        return sum((x - y) ** 2 for x, y in zip(a, b))
-    return 1.0 - float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
-
-
-def brute_class_distances(queries, references, labels, num_classes, distance, query_indices=None):
-    result = np.full((len(queries), num_classes), np.inf)
-    for q, query in enumerate(queries):
-        for r, (reference, label) in enumerate(zip(references, labels)):
-            if query_indices is not None and query_indices[q] == r:
-                continue
-            result[q, label] = min(result[q, label], brute_distance(query, reference, distance))
-    return result
 
 
 def assert_close_with_inf(actual, expected):
@@ -58,7 +40,7 @@ def test_distance_matrix_matches_loops(data, distance):
     queries, references, _ = data
     matrix = distance_matrix(queries, references, distance)
     assert matrix.shape == (7, 13) and matrix.dtype == np.float32
-    expected = [[brute_distance(q, r, distance) for r in references] for q in queries]
+    expected = [[reference_distance(q, r, distance) for r in references] for q in queries]
     np.testing.assert_allclose(matrix, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -76,7 +58,7 @@ def test_distance_matrix_hand_values():
 def test_class_distances_match_brute_force(data, distance):
     queries, references, labels = data
     actual = class_distances(queries, references, labels, 6, distance)
-    expected = brute_class_distances(queries, references, labels, 6, distance)
+    expected = reference_class_distances(queries, references, labels, 6, distance)
     assert actual.dtype == np.float32
     assert np.isinf(actual[:, 3]).all()
     assert_close_with_inf(actual, expected)
@@ -88,7 +70,7 @@ def test_class_distances_leave_one_out(data, distance):
     query_indices = np.array([7, 0, 3, 12, 9, 4])  # 7 is class 4's only image
     queries = references[query_indices]
     actual = class_distances(queries, references, labels, 6, distance, query_indices=query_indices)
-    expected = brute_class_distances(queries, references, labels, 6, distance, query_indices)
+    expected = reference_class_distances(queries, references, labels, 6, distance, query_indices)
     assert_close_with_inf(actual, expected)
     assert np.isinf(actual[0, 4])  # its own image excluded, nothing left of class 4
     # Without leave-one-out, every query is at distance 0 from its own class.

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import reference_distance
 from embedding_net.evaluation.distances import list_distances
 from embedding_net.losses.triplet import TripletLoss, triplet_loss
 
@@ -17,22 +18,6 @@ ATOL = 1e-6
 
 
 # ----------------------------------------------------------------------------- reference
-
-
-def reference_distance(u, v, distance):
-    u = [float(t) for t in u]
-    v = [float(t) for t in v]
-    if distance == "squared_euclidean":
-        return sum((a - b) ** 2 for a, b in zip(u, v))
-    if distance == "euclidean":
-        return math.sqrt(sum((a - b) ** 2 for a, b in zip(u, v)))
-    if distance == "cosine":
-        norm_u = math.sqrt(sum(a * a for a in u))
-        norm_v = math.sqrt(sum(b * b for b in v))
-        if norm_u == 0.0 or norm_v == 0.0:
-            return 1.0
-        return 1.0 - sum(a * b for a, b in zip(u, v)) / (norm_u * norm_v)
-    raise AssertionError(distance)
 
 
 def reference_loss(labels, embeddings, margin, mining, distance):

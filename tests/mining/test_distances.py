@@ -1,11 +1,11 @@
 """Pairwise distances checked against brute-force float64 loops over every pair of rows."""
 
-import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import reference_matrix
 from embedding_net.evaluation.distances import list_distances
 from embedding_net.mining.distances import pairwise_distances
 
@@ -14,34 +14,6 @@ from embedding_net.evaluation.distances import check_distance
 
 RTOL = 1e-5
 ATOL = 1e-6
-
-
-def reference_distance(u, v, distance):
-    """One distance between two float64 vectors, written out term by term."""
-    u = [float(t) for t in u]
-    v = [float(t) for t in v]
-    if distance == "squared_euclidean":
-        return sum((a - b) ** 2 for a, b in zip(u, v))
-    if distance == "euclidean":
-        return math.sqrt(sum((a - b) ** 2 for a, b in zip(u, v)))
-    if distance == "cosine":
-        norm_u = math.sqrt(sum(a * a for a in u))
-        norm_v = math.sqrt(sum(b * b for b in v))
-        if norm_u == 0.0 or norm_v == 0.0:  # documented: zero vectors count as orthogonal
-            return 1.0
-        return 1.0 - sum(a * b for a, b in zip(u, v)) / (norm_u * norm_v)
-    raise AssertionError(distance)
-
-
-def reference_matrix(embeddings, distance):
-    rows = np.asarray(embeddings, dtype=np.float64)
-    size = len(rows)
-    out = np.zeros((size, size))
-    for i in range(size):
-        for j in range(size):
-            if i != j:
-                out[i, j] = reference_distance(rows[i], rows[j], distance)
-    return out
 
 
 def computed(embeddings, distance):

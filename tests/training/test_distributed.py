@@ -270,7 +270,7 @@ def test_none_is_the_default_strategy():
 
 def test_train_py_on_two_workers_writes_one_run(omniglot_subset, tmp_path):
     """The README's recipe: the same train.py command on two workers with their TF_CONFIG."""
-    from conftest import tiny_overrides
+    from helpers import tiny_overrides
     from embedding_net.models.builders import load_embedding_model
 
     overrides = tiny_overrides(omniglot_subset, tmp_path, name="two_workers", export_litert=True) + [
@@ -306,7 +306,7 @@ import json, sys, tensorflow as tf
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from embedding_net.training import runner as training
 from embedding_net.config.loading import load_config
 from embedding_net.errors import ConfigError

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,0 +1,59 @@
+"""The machine record every result carries: CPU model, cores, memory, library versions."""
+
+import os
+import platform
+import subprocess
+import time
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def host_info():
+    """The machine, for the JSON and BENCHMARKS.md."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": affinity,
+            "memory_gib": mem, "machine": platform.machine(), "system": platform.system(),
+            "release": platform.release(), "python": platform.python_version(),
+            "loadavg": [round(v, 2) for v in os.getloadavg()],
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def ml_versions():
+    """Versions in this interpreter (imports TensorFlow: call in workers only)."""
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    import embedding_net
+
+    return {"embedding_net": embedding_net.__version__, "keras": keras.__version__,
+            "tensorflow": tf.__version__, "numpy": numpy.__version__,
+            "keras_backend": keras.backend.backend(),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
