@@ -41,7 +41,7 @@ def export_litert(model, keras_path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(stale)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFileError(f"cannot convert {keras_path} to LiteRT: {reason}") from None
+        raise ModelFileError(f"cannot convert {keras_path} to LiteRT: {reason}") from error
     path = litert_path(keras_path)
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as handle:
