@@ -10,7 +10,6 @@ Writes model.keras, encodings.npz, metrics.json, config.yml, history.csv and che
 import argparse
 import os
 import sys
-import warnings
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "omniglot.yml")
 
@@ -23,22 +22,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {message}", file=sys.stderr if file is None else file)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    warnings.showwarning = _one_line_warning
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from embedding_net.config.loading import load_config
+    from embedding_net.config import load_config
+    from embedding_net.console import native_stderr_silenced, one_line_warnings
     from embedding_net.errors import UserError
 
     try:
-        config = load_config(args.config, args.overrides)
-        from embedding_net.training import run
-
+        with one_line_warnings(), native_stderr_silenced():  # only imports and config checks
+            config = load_config(args.config, args.overrides)
+            from embedding_net.training import run
         metrics = run(config)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -16,11 +16,17 @@ import typing
 import warnings
 
 from embedding_net.errors import ConfigError
-from embedding_net.losses.registry import ARCHITECTURES, list_losses, loss_settings
-from embedding_net.mining.registry import list_minings
-from embedding_net.models.architectures import architecture_entry, list_architectures
-from embedding_net.optim.optimizers import list_optimizers, optimizer_settings
-from embedding_net.optim.schedules import list_schedules, schedule_settings
+
+
+def _registries():
+    """The registries of the components (imported here, not at the top: registering a loss or
+    a mining rule imports Keras, and a config's own mistakes must surface before that)."""
+    import embedding_net.losses as losses
+    import embedding_net.mining as mining
+    import embedding_net.models.architectures as architectures
+    import embedding_net.optim as optim
+
+    return losses, mining, architectures, optim
 
 
 class ConfigWarning(UserWarning):
@@ -47,24 +53,40 @@ def _loss_name(raw):
     return _value(raw, "loss", "name", "triplet")
 
 
+def loss_settings(name, architecture):
+    return _registries()[0].loss_settings(name, architecture)
+
+
+def architecture_entry(name):
+    return _registries()[2].architecture_entry(name)
+
+
 def _describe_loss(raw):
     architecture = _architecture(raw)
     suffix = "" if architecture == "embedding" else f" of the {architecture} architecture"
     return f"the {_loss_name(raw)} loss{suffix}"
 
 
+def _every_loss():
+    losses = _registries()[0]
+    return [losses.loss_settings(n, a) for a in losses.ARCHITECTURES for n in losses.list_losses(a)]
+
+
+def _optim():
+    return _registries()[3]
+
+
 FAMILIES = (
-    Family("loss", _describe_loss, lambda raw: loss_settings(_loss_name(raw), _architecture(raw)),
-           lambda: [loss_settings(n, a) for a in ARCHITECTURES for n in list_losses(a)]),
+    Family("loss", _describe_loss, lambda raw: loss_settings(_loss_name(raw), _architecture(raw)), _every_loss),
     Family("train", lambda raw: f"the {_value(raw, 'train', 'optimizer', 'adam')} optimizer",
-           lambda raw: optimizer_settings(_value(raw, "train", "optimizer", "adam")),
-           lambda: [optimizer_settings(n) for n in list_optimizers()]),
+           lambda raw: _optim().optimizer_settings(_value(raw, "train", "optimizer", "adam")),
+           lambda: [_optim().optimizer_settings(n) for n in _optim().list_optimizers()]),
     Family("train", lambda raw: f"the {_value(raw, 'train', 'lr_schedule', 'cosine')} learning-rate schedule",
-           lambda raw: schedule_settings(_value(raw, "train", "lr_schedule", "cosine")),
-           lambda: [schedule_settings(n) for n in list_schedules()]),
+           lambda raw: _optim().schedule_settings(_value(raw, "train", "lr_schedule", "cosine")),
+           lambda: [_optim().schedule_settings(n) for n in _optim().list_schedules()]),
     Family("model", lambda raw: f"the {_architecture(raw)} architecture",
            lambda raw: architecture_entry(_architecture(raw)).settings,
-           lambda: [architecture_entry(n).settings for n in list_architectures()]),
+           lambda: [architecture_entry(n).settings for n in _registries()[2].list_architectures()]),
 )
 
 # Keys that a component takes but that apply to every run: the evaluation of every run measures
@@ -103,17 +125,18 @@ def check_moved_keys(raw):
 def check_components(raw):
     """Refuses keys of `raw` (the parsed YAML and overrides) that the chosen components do not
     read, and a loss or mining rule that the chosen architecture does not train with."""
+    losses, mining_rules, architectures, _ = _registries()
     architecture = _architecture(raw)
-    if architecture in list_architectures():
-        losses = list_losses(architecture)
-        if _loss_name(raw) not in losses:
+    if architecture in architectures.list_architectures():
+        names = losses.list_losses(architecture)
+        if _loss_name(raw) not in names:
             raise ConfigError(f"loss.name of model.architecture {architecture} must be one of "
-                              f"{', '.join(losses)}, received: {_loss_name(raw)!r}")
+                              f"{', '.join(names)}, received: {_loss_name(raw)!r}")
         mining = raw.get("loss", {}).get("mining")
         kind = architecture_entry(architecture).info["mining"]
-        if mining is not None and mining not in list_minings(kind):
+        if mining is not None and mining not in mining_rules.list_minings(kind):
             raise ConfigError(f"loss.mining of model.architecture {architecture} must be one of "
-                              f"{', '.join(list_minings(kind))}, received: {mining!r}")
+                              f"{', '.join(mining_rules.list_minings(kind))}, received: {mining!r}")
     for family in FAMILIES:
         owned = {_full(family.section, key) for settings in family.members() for key in settings} - SHARED_KEYS
         chosen = {_full(family.section, key) for key in family.chosen(raw)}

@@ -7,6 +7,7 @@ Only `embedding_net.training` reads these objects; library classes take plain ar
 """
 
 import dataclasses
+import importlib
 import math
 import typing
 
@@ -16,7 +17,7 @@ from embedding_net.atomic import atomic_write_text
 from embedding_net.config.components import applies, check_components, check_moved_keys
 from embedding_net.config.sections import Config
 from embedding_net.errors import ConfigError
-from embedding_net.models.architectures import architecture_entry
+from embedding_net.config.components import architecture_entry
 
 
 def _type_name(annotation):
@@ -72,9 +73,25 @@ def _coerce(key, value, annotation):
     raise ConfigError(f"{key} must be {_type_name(annotation)}, received: {value!r}")
 
 
+def _registry_choices(target):
+    """The names of `target`, "module:attribute" naming a `list_*` function or a tuple."""
+    module, _, attribute = target.partition(":")
+    names = getattr(importlib.import_module(module), attribute)
+    return tuple(names() if callable(names) else names)
+
+
+def _check_registry_choices(config):
+    """Second pass: the keys whose choices are a registry's names (imports the registries)."""
+    for section in dataclasses.fields(config):
+        values = getattr(config, section.name)
+        for item in dataclasses.fields(values):
+            metadata, value = item.metadata, getattr(values, item.name)
+            if "choices_from" in metadata and not (value is None and metadata["optional"]):
+                _check_range(f"{section.name}.{item.name}", value,
+                             {"choices": (None,) * metadata["optional"] + _registry_choices(metadata["choices_from"])})
+
+
 def _check_range(key, value, metadata):
-    if "choices_from" in metadata and not (value is None and metadata["optional"]):
-        metadata = {**metadata, "choices": (None,) * metadata["optional"] + tuple(metadata["choices_from"]())}
     if "choices" in metadata and value not in metadata["choices"]:
         names = ", ".join("null" if c is None else str(c) for c in metadata["choices"])
         raise ConfigError(f"{key} must be one of {names}, received: {value!r}")
@@ -118,7 +135,6 @@ def _check_consistency(config):
     if config.loss.positive_margin >= config.loss.negative_margin:
         raise ConfigError("loss.positive_margin must be below loss.negative_margin, received: "
                           f"{config.loss.positive_margin} and {config.loss.negative_margin}")
-    _check_siamese_head(config.model, config.loss)
     if config.data.val_ratio is not None and config.data.val_ratio >= 1:
         raise ConfigError(f"data.val_ratio must be < 1, received: {config.data.val_ratio}")
     if not config.encodings.splits:
@@ -134,7 +150,11 @@ def _check_siamese_head(model, loss):
 
 
 def config_from_dict(raw):
-    """Builds a validated `Config` from nested dicts (the parsed YAML)."""
+    """Builds a validated `Config` from nested dicts (the parsed YAML).
+
+    Two passes: what needs no registry (keys, types, ranges, moved keys) is checked first, so
+    those mistakes surface at once; then the names of components and the settings they own,
+    which import the registries (and, through the losses, Keras)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -147,8 +167,10 @@ def config_from_dict(raw):
     check_moved_keys(raw)
     hints = typing.get_type_hints(Config)
     config = Config(**{name: _build_section(name, hints[name], raw[name] or {}) for name in raw})
-    check_components(raw)
     _check_consistency(config)
+    _check_registry_choices(config)
+    check_components(raw)
+    _check_siamese_head(config.model, config.loss)
     return config
 
 

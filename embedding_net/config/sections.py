@@ -1,8 +1,8 @@
 """The config's sections as frozen dataclasses: one field per key, its type, default and range.
 
-A key whose value names a component (`model.backbone`, `loss.name`, `train.optimizer`, ...)
-takes its choices from that component's registry (`choices_from`), so no list of names is
-copied here. Which other keys apply depends on the components chosen: see
+A key whose value names a component (`model.backbone`, `train.optimizer`, ...) takes its
+choices from that component's registry (`choices_from`), so no list of names is copied here;
+`loss.name` and `loss.mining` depend on the architecture and are checked in `components`. Which other keys apply depends on the components chosen: see
 `embedding_net.config.components`. The key table of the README documents every key.
 """
 
@@ -10,14 +10,9 @@ import os
 import typing
 from dataclasses import dataclass, field
 
-from embedding_net.data.datasets.registry import list_datasets
-from embedding_net.data.presets import list_augmentations
-from embedding_net.evaluation.distances import list_distances
-from embedding_net.models.architectures import list_architectures
-from embedding_net.models.backbones import list_backbones
-from embedding_net.models.builders import POOLINGS
-from embedding_net.optim.optimizers import list_optimizers
-from embedding_net.optim.schedules import list_schedules
+
+
+_PACKAGE = "embedding_net"
 
 
 def _choice(*values):
@@ -25,7 +20,10 @@ def _choice(*values):
 
 
 def _registry(names, optional=False):
-    """Choices read from a registry when the key is validated (after every registration)."""
+    """Choices read from a registry when the key is validated: `names` is "module:attribute",
+    a `list_*` function or a tuple, imported only then, because most registries live beside
+    Keras code and a config's own mistakes (a typo in a key, a wrong type) must surface before
+    TensorFlow loads."""
     return {"choices_from": names, "optional": optional}
 
 
@@ -35,21 +33,21 @@ def _at_least(minimum):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = field(default="conv4", metadata=_registry(list_backbones))
+    backbone: str = field(default="conv4", metadata=_registry(f"{_PACKAGE}.models.backbones:list_backbones"))
     input_shape: typing.Tuple[int, int, int] = field(default=(28, 28, 1), metadata=_at_least(1))
     embedding_size: int = field(default=64, metadata=_at_least(1))
     weights: typing.Optional[str] = None
-    pooling: str = field(default="avg", metadata=_choice(*POOLINGS))
+    pooling: str = field(default="avg", metadata=_registry(f"{_PACKAGE}.models.builders:POOLINGS"))
     invert: bool = False
     freeze: typing.Union[int, str] = "none"
-    architecture: str = field(default="embedding", metadata=_registry(list_architectures))
+    architecture: str = field(default="embedding", metadata=_registry(f"{_PACKAGE}.models.architectures:list_architectures"))
     siamese_head: str = field(default="euclidean", metadata=_choice("euclidean", "l1"))
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/omniglot"
-    dataset: typing.Optional[str] = field(default=None, metadata=_registry(list_datasets, optional=True))
+    dataset: typing.Optional[str] = field(default=None, metadata=_registry(f"{_PACKAGE}.data.datasets:list_datasets", optional=True))
     train_split: str = "train"
     val_split: str = "val"
     classes_per_batch: int = field(default=32, metadata=_at_least(2))
@@ -62,7 +60,7 @@ class DataConfig:
     csv_label_column: str = "label"
     csv_split_column: typing.Optional[str] = None
     val_ratio: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
-    augmentation: str = field(default="none", metadata=_registry(list_augmentations))
+    augmentation: str = field(default="none", metadata=_registry(f"{_PACKAGE}.data.presets:list_augmentations"))
     transforms: typing.Tuple[dict, ...] = ()
     batch_size: typing.Optional[int] = field(default=None, metadata=_at_least(2))
 
@@ -80,7 +78,7 @@ class LossConfig:
     cross_replica: bool = False
     positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
     negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
-    distance: str = field(default="euclidean", metadata=_registry(list_distances))
+    distance: str = field(default="euclidean", metadata=_registry(f"{_PACKAGE}.evaluation.distances:list_distances"))
 
 
 @dataclass(frozen=True)
@@ -88,12 +86,12 @@ class TrainConfig:
     epochs: int = field(default=10, metadata=_at_least(1))
     steps_per_epoch: int = field(default=200, metadata=_at_least(1))
     validation_steps: int = field(default=20, metadata=_at_least(0))
-    optimizer: str = field(default="adam", metadata=_registry(list_optimizers))
+    optimizer: str = field(default="adam", metadata=_registry(f"{_PACKAGE}.optim.optimizers:list_optimizers"))
     learning_rate: float = field(default=1e-3, metadata={"min": 0.0, "exclusive": True})
     momentum: float = field(default=0.9, metadata=_at_least(0.0))
     nesterov: bool = False
     weight_decay: float = field(default=0.004, metadata=_at_least(0.0))
-    lr_schedule: str = field(default="cosine", metadata=_registry(list_schedules))
+    lr_schedule: str = field(default="cosine", metadata=_registry(f"{_PACKAGE}.optim.schedules:list_schedules"))
     warmup_epochs: int = field(default=0, metadata=_at_least(0))
     decay_factor: float = field(default=0.5, metadata={"min": 0.0, "exclusive": True})
     step_size: int = field(default=5, metadata=_at_least(1))
