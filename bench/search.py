@@ -2,10 +2,15 @@
 
     python bench/search.py --sizes 10000 100000 1000000 --json-out bench/results/search.json
 
-For each size N: N random unit vectors of dimension --dim (128) with class structure: N / 20
-classes (50,000 at a million), each a random unit centre plus Gaussian noise of norm about
---noise (0.5), normalised, so that an image's nearest neighbours are mostly its class's. Queries
-are gallery vectors (not gallery items themselves) plus noise of norm about 0.1, normalised.
+For each size N: N unit vectors of dimension --dim (128) with class structure: N / 20 classes
+(50,000 at a million). Like the output of a trained embedding network, whose intrinsic dimension
+is tens, not D (Ansuini et al., NeurIPS 2019), the classes live in a random --intrinsic (32)
+dimensional subspace: a random unit centre per class plus Gaussian noise of norm about --noise
+(0.5) there, mapped into D dimensions by a random orthonormal basis, plus isotropic noise of norm
+about --ambient-noise (0.05), normalised. `--intrinsic 128` gives the worst case for every
+approximate search, noise in all 128 dimensions, where no graph can navigate (the module
+docstring of `embedding_net.index.faiss_hnsw` gives the numbers). Queries are gallery vectors
+(never gallery items themselves) plus isotropic noise of norm about 0.1, normalised.
 `--encodings FILE.npz` (keys `embeddings`, `labels`, e.g. Omniglot encodings) adds one dataset
 of real embeddings; it is skipped with a message when the file does not exist.
 
@@ -34,11 +39,11 @@ import time
 
 import numpy as np
 
-import common
+import lib
 from embedding_net.index import DEFAULT_APPROXIMATE_BACKEND
 from embedding_net.index.registry import list_backends
 
-WORKER = os.path.join(common.BENCH, "search_workers.py")
+WORKER = os.path.join(lib.BENCH, "search_workers.py")
 YARDSTICKS = ("faiss_flat_ip", "faiss_hnsw_flat")
 COLUMNS = ("size", "backend", "yardstick", "build_s", "rss_ratio", "p50_ms", "p99_ms",
            "batched_ms_per_query", "recall_at_1", "recall_at_10", "other_cores")
@@ -48,12 +53,14 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000, 1000000])
-    ap.add_argument("--json-out", default=common.default_output("search"))
+    ap.add_argument("--json-out", default=lib.default_output("search"))
     ap.add_argument("--encodings", default=None, help=".npz with embeddings and labels")
     ap.add_argument("--backends", nargs="+", default=None, help="default: all, and yardsticks")
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--distance", default="euclidean")
-    ap.add_argument("--noise", type=float, default=0.5)
+    ap.add_argument("--intrinsic", type=int, default=32, help="dimension of the class subspace")
+    ap.add_argument("--noise", type=float, default=0.5, help="within-class noise norm")
+    ap.add_argument("--ambient-noise", type=float, default=0.05, help="noise norm in all D")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--chunk", type=int, default=50000, help="rows per add() while building")
@@ -69,16 +76,19 @@ def unit(x):
 def write_dataset(folder, size, args):
     """gallery.npy, labels.npy of `size` clustered unit vectors, written chunk by chunk."""
     rng = np.random.default_rng(args.seed)
-    classes = max(10, size // 20)
-    centres = unit(rng.standard_normal((classes, args.dim), dtype=np.float32))
+    classes, low = max(10, size // 20), min(args.intrinsic, args.dim)
+    basis = np.linalg.qr(rng.standard_normal((args.dim, low)))[0].T.astype(np.float32)
+    centres = unit(rng.standard_normal((classes, low), dtype=np.float32))
     gallery = np.lib.format.open_memmap(f"{folder}/gallery.npy", "w+", np.float32,
                                         (size, args.dim))
     labels = rng.integers(0, classes, size)
     for begin in range(0, size, args.chunk):
         part = labels[begin : begin + args.chunk]
-        noise = rng.standard_normal((len(part), args.dim), dtype=np.float32)
-        gallery[begin : begin + len(part)] = unit(centres[part] + noise * (args.noise /
-                                                                             np.sqrt(args.dim)))
+        inner = rng.standard_normal((len(part), low), dtype=np.float32) * (args.noise /
+                                                                            np.sqrt(low))
+        outer = rng.standard_normal((len(part), args.dim), dtype=np.float32) * (
+            args.ambient_noise / np.sqrt(args.dim))
+        gallery[begin : begin + len(part)] = unit((centres[part] + inner) @ basis + outer)
     gallery.flush()
     np.save(f"{folder}/labels.npy", labels)
     return gallery
@@ -110,7 +120,7 @@ def run_dataset(folder, name, backends, args):
                 "truth": truth if backend != "exact" else None,
                 "write_truth": truth if backend == "exact" else None}
         print(f"[search] {name}: {backend} ...", flush=True)
-        rc, _, err, wall, other, reply = common.run_subprocess(
+        rc, _, err, wall, other, reply = lib.run_subprocess(
             [sys.executable, WORKER, json.dumps(spec)], timeout=args.timeout)
         if rc != 0 or reply is None:
             print(f"[search] {backend} failed (rc {rc}): {err[-1500:]}", flush=True)
@@ -127,17 +137,17 @@ def machine():
     import faiss
     import usearch
 
-    info = common.host_info()
+    info = lib.host_info()
     info.update(numpy=np.__version__, faiss=faiss.__version__, usearch=usearch.__version__,
                 faiss_threads=faiss.omp_get_max_threads())
     return info
 
 
 def table(results):
-    rows = [[common.fmt(r.get(key), 3 if key.startswith("recall") else 2)
-             if key not in ("size", "backend", "yardstick") else common.fmt(r.get(key))
+    rows = [[lib.fmt(r.get(key), 3 if key.startswith("recall") else 2)
+             if key not in ("size", "backend", "yardstick") else lib.fmt(r.get(key))
              for key in COLUMNS] for r in results if "error" not in r]
-    return common.markdown_table(list(COLUMNS), rows)
+    return lib.markdown_table(list(COLUMNS), rows)
 
 
 def targets(results):
@@ -186,7 +196,7 @@ def main(argv=None):
                "machine": machine(), "settings": vars(args), "results": results,
                "targets": targets(results), "wall_s": round(time.time() - started, 1),
                "loadavg_end": [round(v, 2) for v in os.getloadavg()]}
-    common.atomic_write_json(args.json_out, payload)
+    lib.atomic_write_json(args.json_out, payload)
     print("\n" + table(results) + "\n")
     print(json.dumps(payload["targets"], indent=2))
     print(f"[search] wrote {args.json_out}")

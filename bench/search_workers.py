@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-import common
+import lib
 
 from embedding_net.index.base import EmbeddingIndex
 from embedding_net.index.metrics import recall_at
@@ -60,16 +60,17 @@ def read_chunks(path, rows):
 
 
 class Ours:
-    """A backend of `embedding_net.index`, as users build it: `build` then `add`."""
+    """A backend of `embedding_net.index`, as users build it: `build` (told the final count,
+    `capacity`, so that it allocates once) then `add`."""
 
-    def __init__(self, name, distance, class_count):
-        self.name, self.distance, self.index = name, distance, None
-        self.names = [str(c) for c in range(class_count)]
+    def __init__(self, name, distance, labels):
+        self.name, self.distance, self.index, self.capacity = name, distance, None, len(labels)
+        self.names = [str(c) for c in range(int(labels.max()) + 1)]
 
     def add(self, vectors, labels):
         if self.index is None:
             self.index = EmbeddingIndex.build(vectors, labels, self.names, distance=self.distance,
-                                              backend=self.name)
+                                              backend=self.name, capacity=self.capacity)
         else:
             self.index.add(vectors, labels)
 
@@ -80,7 +81,7 @@ class Ours:
 class FaissFlatIP:
     """Yardstick: faiss brute force, inner product (the same ranking as L2 on unit vectors)."""
 
-    def __init__(self, name, distance, class_count):
+    def __init__(self, name, distance, labels):
         import faiss
 
         self.faiss, self.index = faiss, None
@@ -95,12 +96,12 @@ class FaissFlatIP:
 
 
 class FaissHNSWFlat(FaissFlatIP):
-    """Yardstick: bare faiss IndexHNSWFlat with the `hnsw` backend's settings (M 16, ef 40/64)."""
+    """Yardstick: bare faiss IndexHNSWFlat with the `hnsw` backend's settings (M 16, ef 32/64)."""
 
     def add(self, vectors, labels):
         if self.index is None:
             self.index = self.faiss.IndexHNSWFlat(vectors.shape[1], 16)
-            self.index.hnsw.efConstruction = 40
+            self.index.hnsw.efConstruction = 32
             self.index.hnsw.efSearch = 64
         self.index.add(vectors)
 
@@ -113,8 +114,7 @@ def measure(spec):
     labels = np.load(f"{data}/labels.npy")
     queries = np.load(f"{data}/queries.npy")
     batch = np.load(f"{data}/batch.npy")
-    adapter = YARDSTICKS.get(spec["backend"], Ours)(spec["backend"], spec["distance"],
-                                                     int(labels.max()) + 1)
+    adapter = YARDSTICKS.get(spec["backend"], Ours)(spec["backend"], spec["distance"], labels)
     reset_peak()
     baseline = resident_bytes()
     started, seen = time.perf_counter(), 0
@@ -151,4 +151,4 @@ def measure(spec):
 
 
 if __name__ == "__main__":
-    common.worker_reply(measure(json.loads(sys.argv[1])))
+    lib.worker_reply(measure(json.loads(sys.argv[1])))

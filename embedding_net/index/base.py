@@ -26,7 +26,10 @@ from embedding_net.index.registry import get_backend
 class EmbeddingIndex:
     """Labelled embeddings searchable by nearest neighbours; see the module docstring."""
 
-    def __init__(self, dimension, distance="euclidean", backend="exact", **backend_options):
+    def __init__(self, dimension, distance="euclidean", backend="exact", capacity=None,
+                 **backend_options):
+        """An empty index. `capacity`: how many images it will hold, when known, so that
+        backends allocate once instead of growing (see `Backend.reserve`)."""
         check_distance(distance)
         cls = get_backend(backend)
         try:
@@ -36,19 +39,23 @@ class EmbeddingIndex:
                                     f"{sorted(backend_options)}: {error}") from None
         self._labels, self._removed = np.zeros(0, np.int64), 0
         self._class_names, self._class_ids, self._paths = [], {}, None
+        self._class_counts = None
+        if capacity:
+            self._backend.reserve(int(capacity))
 
     @classmethod
     def build(cls, embeddings, labels, class_names, paths=None, distance="euclidean",
-              backend="exact", **backend_options):
+              backend="exact", capacity=None, **backend_options):
         """A new index of `embeddings` [N, D] whose `labels` [N] are ids into `class_names`.
 
         Every name of `class_names` is a class of the index, even one without images. `paths`
-        (N strings, or None) are kept to say which image each neighbour is.
+        (N strings, or None) are kept to say which image each neighbour is. `capacity`: the
+        number of images the index will hold once more are added, when known.
         """
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2:
             raise ValueError(f"`embeddings` must be [N, D]. Received shape: {embeddings.shape}")
-        index = cls(embeddings.shape[1], distance, backend, **backend_options)
+        index = cls(embeddings.shape[1], distance, backend, capacity, **backend_options)
         index._set_class_names(list(class_names))
         index.add(embeddings, labels, paths)
         return index
@@ -64,6 +71,7 @@ class EmbeddingIndex:
         return index
 
     def _set_class_names(self, names):
+        self._class_counts = None
         if len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
             raise ValueError("`class_names` must be distinct strings")
         self._class_names, self._class_ids = names, {n: i for i, n in enumerate(names)}
@@ -177,6 +185,14 @@ class EmbeddingIndex:
                      doc="Images that searches can return.")
     class_names = property(lambda self: tuple(self._class_names))
     paths = property(lambda self: None if self._paths is None else tuple(self._paths))
+
+    @property
+    def class_counts(self):
+        """int64 [classes]: images of each class that searches can return (cached)."""
+        if self._class_counts is None:
+            alive = self._labels[self._labels >= 0]
+            self._class_counts = np.bincount(alive, minlength=len(self._class_names))
+        return self._class_counts
 
     @property
     def labels(self):

@@ -39,6 +39,8 @@ class ExactBackend(Backend):
         self.merge_rows = int(merge_rows)
         self._l2 = metric_of(distance) == "l2"
         self._segments, self._half_norms = [], []
+        self._spare = self._spare_half = None  # reserved rows (`reserve`), filled from the front
+        self._used = 0
 
     @property
     def options(self):
@@ -56,10 +58,29 @@ class ExactBackend(Backend):
         self._segments.append(vectors)
         self._half_norms.append(half_norms)
 
+    def reserve(self, count):
+        extra = int(count) - self.size
+        if extra > 0:  # np.empty: pages become resident only as rows are written
+            self._spare = np.empty((extra, self.dimension), np.float32)
+            self._spare_half, self._used = np.empty(extra, np.float32), 0
+
     def add(self, vectors):
-        if len(vectors):
-            self._append(vectors, 0.5 * np.einsum("ij,ij->i", vectors, vectors)
-                         if self._l2 else np.zeros(len(vectors), np.float32))
+        if not len(vectors):
+            return
+        half = (0.5 * np.einsum("ij,ij->i", vectors, vectors) if self._l2
+                else np.zeros(len(vectors), np.float32))
+        if self._spare is None or self._used + len(vectors) > len(self._spare):
+            self._spare = self._spare_half = None  # no reservation, or outgrown: append
+            self._append(vectors, half)
+            return
+        begin, end = self._used, self._used + len(vectors)
+        self._spare[begin:end], self._spare_half[begin:end] = vectors, half
+        if begin:  # the last segment is the filled front of the reservation: extend it
+            self._segments.pop()
+            self._half_norms.pop()
+        self._segments.append(self._spare[:end])
+        self._half_norms.append(self._spare_half[:end])
+        self._used = end
 
     def _blocks(self, rows):
         start = 0
@@ -121,6 +142,7 @@ class ExactBackend(Backend):
 
     def delete(self, keep):
         segments, halves, start = self._segments, self._half_norms, 0
+        self._spare = self._spare_half = None
         self._segments, self._half_norms = [], []
         for segment, half in zip(segments, halves):
             mask = keep[start : start + len(segment)]

@@ -52,7 +52,7 @@ def retrieval_metrics_via_index(index_or_embeddings, labels=None, knn_k=5, dista
     all_labels = np.asarray(index.labels)
     ids = np.flatnonzero(all_labels >= 0)
     own = all_labels[ids]
-    r = np.bincount(own, minlength=len(index.class_names))[own] - 1
+    r = index.class_counts[own] - 1
     ordering = np.argsort(r, kind="stable")  # chunks of similar R fetch similar numbers
     order, r_sorted = ids[ordering], r[ordering]
     scores = {}  # id -> (p@1, r-precision, map@r) for queries with R >= 1

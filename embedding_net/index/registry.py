@@ -52,6 +52,10 @@ class Backend:
         """Appends prepared float32 [n, D] vectors; they get ids size, size + 1, ..."""
         raise NotImplementedError
 
+    def reserve(self, count):
+        """Makes room for `count` vectors in all, so that adding up to that many never copies
+        what is stored (arrays that grow by doubling briefly hold twice the index). Optional."""
+
     def search(self, queries, k):
         """(float32 distances [Q, k], int64 ids [Q, k]) nearest first; -1 / +inf pad short rows."""
         raise NotImplementedError

@@ -3,7 +3,7 @@
 Keys are the positional ids. Cosine is searched as inner product of unit vectors (`ip`, whose
 usearch distance is already 1 - ip), the Euclidean distances as `l2sq`, converted to the index's
 units. Defaults mirror the `hnsw` backend so that the two are compared like for like:
-`connectivity=16`, `expansion_add=40`, `expansion_search=64` (raised to k for a larger k).
+`connectivity=16`, `expansion_add=32`, `expansion_search=64` (raised to k for a larger k).
 
 A loaded index is a zero-copy `view` of the index file's memory map when `mmap=True`; views are
 read-only, so the first `add` copies the graph into memory. usearch could remove keys itself, but
@@ -29,7 +29,7 @@ class USearchBackend(Backend):
     deletes = False
     keeps_vectors = False  # usearch copies what it is given
 
-    def __init__(self, dimension, distance, connectivity=16, expansion_add=40,
+    def __init__(self, dimension, distance, connectivity=16, expansion_add=32,
                  expansion_search=64, threads=0, index=None, view=False):
         super().__init__(dimension, distance)
         self.connectivity, self.expansion_add = int(connectivity), int(expansion_add)

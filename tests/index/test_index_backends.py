@@ -107,3 +107,19 @@ def test_class_answers_equal_exact_on_clustered_data(backend, gallery):
     agree = [a["prediction"] == b["prediction"] for a, b in
              zip(exact.classify(queries, 3, 0.5), index.classify(queries, 3, 0.5))]
     assert np.mean(agree) >= 0.99
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_capacity_then_chunks_equals_one_build(backend, gallery):
+    vectors, labels, names = gallery
+    queries = perturbed(vectors, 50)
+    whole = EmbeddingIndex.build(vectors, labels, names, backend=backend)
+    index = EmbeddingIndex(32, backend=backend, capacity=len(vectors) - 100)  # outgrown at the end
+    for part in np.array_split(np.arange(len(vectors)), 7):
+        index.add(vectors[part], [names[c] for c in labels[part]])
+    assert index.stored == len(vectors) and np.array_equal(index.labels, labels)
+    if not index.approximate:  # in the reservation, then appended beyond it: same answers
+        assert np.array_equal(index.search(queries, 10)[1], whole.search(queries, 10)[1])
+    exact = EmbeddingIndex.build(vectors, labels, names)
+    assert recall_against_exact(index, exact, queries)["recall_at_10"] >= 0.95
+    assert recall_against_exact(whole, exact, queries)["recall_at_10"] >= 0.95

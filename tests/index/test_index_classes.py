@@ -63,3 +63,19 @@ def test_knn_vote_equals_brute_force(gallery):
     nearest = np.argsort(matrix, axis=1, kind="stable")[:, :7]
     want = vote(labels[nearest], np.take_along_axis(matrix, nearest, 1))
     assert index.knn_vote(queries, 7) == [names[c] for c in want]
+
+
+@pytest.mark.parametrize("backend", list_backends())
+def test_search_grows_past_a_crowded_class(backend):
+    # 200 images of one class crowd every query: the first 32 neighbours meet one class only.
+    rng = np.random.default_rng(5)
+    queries = rng.standard_normal((5, 16)).astype(np.float32)
+    crowd = np.repeat(queries, 40, axis=0) + rng.standard_normal((200, 16)).astype(np.float32) * 0.01
+    others = rng.standard_normal((60, 16)).astype(np.float32) * 3
+    vectors = np.concatenate([crowd, others])
+    labels = np.concatenate([np.zeros(200, np.int64), 1 + np.arange(60) % 20])
+    names = [f"c{c}" for c in range(21)]
+    index = EmbeddingIndex.build(vectors, labels, names, backend=backend)
+    matrix = class_matrix(queries, vectors, labels, 21)
+    for row, answer in zip(matrix, index.nearest_classes(queries, top_k=3)):
+        assert [name for name, _ in answer] == [f"c{c}" for c in np.argsort(row)[:3]]
