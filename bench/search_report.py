@@ -1,0 +1,33 @@
+"""The search section of BENCHMARKS.md, from `bench/results/search.json` (`bench/search.py`)."""
+
+from lib import fmt, markdown_table
+
+
+def is_search_result(data):
+    return isinstance(data, dict) and data.get("name") == "search" and isinstance(data.get("results"), list)
+
+
+def search_section(data, path):
+    """Markdown lines: the machine, the command, one row per size and backend, and the targets."""
+    machine = data.get("machine") or {}
+    lines = ["## Search: exact and approximate backends of `embedding_net.index`", "",
+             f"_`{data.get('command')}`; {machine.get('time_utc', '?')}; {machine.get('cpu', '?')}, "
+             f"{machine.get('cpu_count', '?')} cores; faiss {machine.get('faiss')}, usearch {machine.get('usearch')}; "
+             f"file `{path}`_", "",
+             "Random unit vectors of dimension 128 with class structure; queries are perturbed gallery vectors. "
+             "`rss_ratio`: peak resident memory of building and searching over the raw vectors' bytes (meaningful "
+             "at 1,000,000, where the vectors dominate). Recall against exact search. Yardsticks are raw faiss "
+             "indexes run in the same process. `other_cores`: CPU other processes used meanwhile.", ""]
+    rows = [[f"{r['size']:,}", r["backend"] + (" (yardstick)" if r.get("yardstick") else ""), fmt(r.get("build_s"), 2),
+             fmt(r.get("rss_ratio"), 2), fmt(r.get("p50_ms"), 2), fmt(r.get("p99_ms"), 2),
+             fmt(r.get("batched_ms_per_query"), 2), fmt(r.get("recall_at_1"), 3), fmt(r.get("recall_at_10"), 3),
+             fmt(r.get("other_cores"), 2)] for r in data["results"]]
+    lines += [markdown_table(["size", "backend", "build s", "rss ratio", "p50 ms", "p99 ms", "batched ms/query",
+                              "recall@1", "recall@10", "other cores"], rows), ""]
+    targets = data.get("targets") or {}
+    checks = targets.get("checks") or {}
+    if checks:
+        lines += [f"Targets at {targets.get('size', '?'):,} vectors (default approximate backend: "
+                  f"`{targets.get('default_backend', '?')}`):", "",
+                  markdown_table(["check", "measured"], [[key, fmt(value, 3)] for key, value in checks.items()]), ""]
+    return lines
