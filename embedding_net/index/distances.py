@@ -1,7 +1,7 @@
 """The three distances of the project, for indexes: names, vector preparation and units.
 
-The names and definitions are those of `embedding_net.evaluation.nearest.distance_matrix`
-(repeated here so that this package stays free of the rest of the project):
+The names are the registry of `embedding_net.evaluation.distances` and the definitions those
+of its `distance_matrix` (tested equal, `tests/index`):
 
 * `euclidean`: |q - x|, not squared;
 * `squared_euclidean`: |q - x|^2;
@@ -16,17 +16,12 @@ the same units as the exact one.
 
 import numpy as np
 
-DISTANCES = ("euclidean", "squared_euclidean", "cosine")
+from embedding_net.evaluation.distances import check_distance, list_distances
+
+DISTANCES = tuple(list_distances())
 
 # The norm floor of `distance_matrix`: a zero vector stays zero instead of becoming NaN.
 _NORM_FLOOR = 1e-6
-
-
-def check_distance(distance):
-    """Raises a `ValueError` echoing `distance` unless it names one of `DISTANCES`."""
-    if distance not in DISTANCES:
-        raise ValueError(f"`distance` must be one of {', '.join(DISTANCES)}. "
-                         f"Received: {distance!r}")
 
 
 def metric_of(distance):
