@@ -5,13 +5,15 @@ distance to a query is the distance to the class's nearest image. So the top-k c
 are the first k distinct classes met walking its neighbours nearest first, each at the distance
 where it is first met: no [queries x classes] matrix is ever needed, only enough neighbours.
 
-How many neighbours: `candidates` (default max(32, 8 x top_k)) first; the queries that met fewer
+How many neighbours: `candidates` (default max(64, 16 x top_k)) first; the queries that met fewer
 than `top_k` distinct classes search again with four times as many, until they have `top_k`, or
 `max_candidates` (default: no cap) or every stored image was fetched. With the exact backend the
 answer is then exactly the project's; with an approximate one it is exact whenever the backend
 finds the true nearest image of each answered class, which is what its recall@k measures: the
-nearest classes are found reliably, the 4th and 5th less so when they are far and nearly tied
-(tests/index: 99% of top-3 lists, 98-99% of top-5 lists equal the exact ones). A cap
+nearest classes are found reliably, the 4th and 5th less so when they are far and nearly tied.
+The default fetch is large enough for the graph backends' search to reach them: on Omniglot
+embeddings, 8 x top_k neighbours gave 98.3% of top-5 lists equal to exact search's, 16 x top_k
+99.6-99.8% (`python bench/search_classes.py`). A cap
 bounds the work for a query that sits among thousands of images of one class, at the price of
 fewer than `top_k` classes for that query.
 """
@@ -51,7 +53,7 @@ def nearest_classes(index, queries, top_k=5, candidates=None, max_candidates=Non
     labels = index.labels
     reachable = min(top_k, int(np.count_nonzero(index.class_counts)))
     cap = index.stored if max_candidates is None else min(int(max_candidates), index.stored)
-    first_fetch = max(1, min(cap, candidates or max(32, 8 * top_k)))
+    first_fetch = max(1, min(cap, candidates or max(64, 16 * top_k)))
     names, answers = index.class_names, []
     for begin in range(0, len(queries), query_rows):
         chunk = queries[begin : begin + query_rows]
