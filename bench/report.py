@@ -15,7 +15,7 @@ import sys
 
 import lib
 from lib import fmt, markdown_table
-from search_report import is_search_result, search_section
+from search_report import is_search_result, search_classes_section, search_section
 
 COMMANDS = [
     ("throughput", "python bench/throughput.py", "28 px, semi-hard, 5 ours/peer pairs"),
@@ -46,7 +46,7 @@ def load(results_dir):
         name = os.path.relpath(path, lib.REPO)
         if is_search_result(data):
             data["_file"] = name
-            out["search"] = data
+            out[is_search_result(data)] = data
             continue
         if not isinstance(data, dict) or data.get("kind") not in KINDS:
             other.append(name)  # e.g. another script's results in the same folder
@@ -264,6 +264,8 @@ def render(results, threshold, other=()):
             lambda d: inference_section(d, (d.get("config") or {}).get("noise_threshold", threshold)))
     if "search" in results:
         L += search_section(results["search"], results["search"]["_file"])
+    if "search_classes" in results:
+        L += search_classes_section(results["search_classes"], results["search_classes"]["_file"])
     if other:
         L += ["## Other files in bench/results", "",
               "Not written by the benchmarks above, so not rendered here: "

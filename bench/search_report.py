@@ -4,7 +4,24 @@ from lib import fmt, markdown_table
 
 
 def is_search_result(data):
-    return isinstance(data, dict) and data.get("name") == "search" and isinstance(data.get("results"), list)
+    """The name of a search benchmark's result (`search`, `search_classes`), else None."""
+    if isinstance(data, dict) and data.get("name") in ("search", "search_classes") and isinstance(
+            data.get("results"), list):
+        return data["name"]
+    return None
+
+
+def search_classes_section(data, path):
+    """Markdown lines: class answers of each backend against exact search, on real embeddings."""
+    machine = data.get("machine") or {}
+    rows = [[r["backend"], fmt(r["build_s"], 2), fmt(r["prediction_agreement"], 4), fmt(r["top5_agreement"], 4),
+             fmt(r["knn5_vote_agreement"], 4)] for r in data["results"]]
+    return ["### Class answers on real embeddings", "",
+            f"_`{data.get('command')}`; {machine.get('time_utc', '?')}; {machine.get('cpu', '?')}; file `{path}`_", "",
+            f"{data['results'][0]['queries']:,} held-out images as queries against a gallery of {data['gallery']:,} "
+            f"({data['classes']:,} classes, `{data['distance']}`): the share of queries whose answer equals exact "
+            "search's.", "",
+            markdown_table(["backend", "build s", "predicted class", "top-5 class list", "5-NN vote"], rows), ""]
 
 
 def search_section(data, path):
