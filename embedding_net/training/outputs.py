@@ -1,5 +1,7 @@
 """What a training run leaves behind, as the config says: the LiteRT copy, the reference
-encodings, the metrics of the val split, and the plots. Part of the training layer."""
+encodings (`encodings.npz` for the notebook and old tools, and the same gallery as the index file
+`encodings.enidx` that test.py searches memory-mapped), the metrics of the val split, and the
+plots. Part of the training layer."""
 
 import os
 import time
@@ -8,6 +10,8 @@ import warnings
 import numpy as np
 
 from embedding_net.inference.encodings import reference_encodings, save_encodings
+from embedding_net.inference.gallery import save_encodings_index
+from embedding_net.inference.litert import file_sha256
 from embedding_net.errors import ConfigError, ModelFileError
 from embedding_net.training.export import export_litert
 from embedding_net.viz.reports import plot_gallery, plot_tsne_pair
@@ -30,7 +34,9 @@ def write_litert_copy(model, keras_path):
 
 def write_encodings(config, model, splits, embedded, threshold=None):
     """Saves the reference encodings: the splits of `encodings.splits`, capped per class, with
-    the verification `threshold` beyond which `test.py` answers "unknown"."""
+    the verification `threshold` beyond which `test.py` answers "unknown", as `encodings.npz`
+    and as the index `encodings.enidx` (exact below `gallery.EXACT_UP_TO` images, else hnsw),
+    whose manifest records the SHA-256 of the run's `model.keras`."""
     for split in config.encodings.splits:
         if split not in splits:
             if config.data.csv is not None or not os.path.isdir(os.path.join(config.data.root, split)):
@@ -46,6 +52,9 @@ def write_encodings(config, model, splits, embedded, threshold=None):
     encodings = reference_encodings([(splits[split][0], embedded[split]) for split in config.encodings.splits],
                                     config.encodings.max_per_class, metadata)
     save_encodings(os.path.join(config.run_dir, "encodings.npz"), encodings)
+    keras_path = os.path.join(config.run_dir, "model.keras")
+    save_encodings_index(os.path.join(config.run_dir, "encodings.enidx"), encodings,
+                         model_sha256=file_sha256(keras_path) if os.path.isfile(keras_path) else None)
 
 
 def evaluate(config, splits, embedded):

@@ -49,7 +49,7 @@ from embedding_net.training.outputs import (
     write_encodings,
     write_litert_copy,
 )
-from embedding_net.training.setup import build_optimizer, build_training_setup, schedule_callbacks
+from embedding_net.training.setup import build_training_setup, optimizer_from_config, schedule_callbacks
 
 # Keras dtype policies of `train.mixed_precision`: layers compute in half precision and keep
 # float32 weights; distances, mining, losses and the L2 normalisation cast to float32 anyway.
@@ -181,7 +181,7 @@ def _compiled_setup(config, model, training_set, splits, resumed):
     # Batch i of the run is the same whether or not it was interrupted before it.
     start_batch = resumed * config.train.steps_per_epoch
     setup = build_training_setup(config, model, training_set, validation_set, start_batch)
-    setup.model.compile(optimizer=build_optimizer(config.train), loss=setup.loss, metrics=setup.metrics)
+    setup.model.compile(optimizer=optimizer_from_config(config.train), loss=setup.loss, metrics=setup.metrics)
     # Left to fit, the optimizer creates its variables inside the first traced step, and
     # TensorFlow then traces the whole step a second time; built now, it is traced once.
     setup.model.optimizer.build(setup.model.trainable_variables)

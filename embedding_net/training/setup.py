@@ -16,7 +16,7 @@ from embedding_net.models.architectures import get_architecture
 from embedding_net.registry import constructor_arguments
 from embedding_net.mining.monitors import collapse_monitors
 from embedding_net.optim.schedules import build_learning_rate, plateau_callbacks
-from embedding_net.optim import build_optimizer as build_optimizer_by_name
+from embedding_net.optim import build_optimizer
 from embedding_net.optim.optimizers import optimizer_settings
 from embedding_net.optim.schedules import get_schedule, reduces_on_plateau, schedule_settings
 from embedding_net.training.data import batches, build_augmentation_from
@@ -111,7 +111,7 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
                          train_data, val_data)
 
 
-def build_optimizer(train):
+def optimizer_from_config(train):
     """The optimizer of `train.optimizer`, with the `train.lr_schedule` learning rate."""
     # The config counts warm-up and step size in epochs; the schedules count optimizer steps.
     in_steps = {"warmup_epochs": "warmup_steps", "step_size": "step_size"}
@@ -124,7 +124,7 @@ def build_optimizer(train):
             arguments[name] = value * train.steps_per_epoch if key in in_steps else value
     learning_rate = build_learning_rate(train.learning_rate, train.lr_schedule,
                                         total_steps=train.epochs * train.steps_per_epoch, **arguments)
-    return build_optimizer_by_name(train.optimizer, learning_rate,
+    return build_optimizer(train.optimizer, learning_rate,
                                    **{key: getattr(train, key) for key in optimizer_settings(train.optimizer)})
 
 

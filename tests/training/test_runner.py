@@ -230,7 +230,7 @@ def test_contrastive_loss_trains(omniglot_subset, tmp_path):
 
 def test_learning_rate_schedules():
     def rates(*overrides, steps=(0, 99, 100, 250, 999)):
-        optimizer = training_setup.build_optimizer(load_config(None, [
+        optimizer = training_setup.optimizer_from_config(load_config(None, [
             "train.epochs=10", "train.steps_per_epoch=100", "train.learning_rate=0.1", *overrides]).train)
         schedule = optimizer._learning_rate
         return [float(schedule(step)) if callable(schedule) else float(schedule) for step in steps]
@@ -270,12 +270,12 @@ def test_plateau_schedule_trains(omniglot_subset, tmp_path):
 
 
 def test_optimizer_options_reach_the_optimizers():
-    sgd = training_setup.build_optimizer(load_config(None, [
+    sgd = training_setup.optimizer_from_config(load_config(None, [
         "train.optimizer=sgd", "train.momentum=0.8", "train.nesterov=true"]).train)
     assert sgd.momentum == pytest.approx(0.8) and sgd.nesterov is True
-    adamw = training_setup.build_optimizer(load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.01"]).train)
+    adamw = training_setup.optimizer_from_config(load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.01"]).train)
     assert adamw.weight_decay == pytest.approx(0.01)
-    assert isinstance(training_setup.build_optimizer(load_config(None, ["train.optimizer=radam"]).train), RAdam)
+    assert isinstance(training_setup.optimizer_from_config(load_config(None, ["train.optimizer=radam"]).train), RAdam)
 
 
 def test_csv_annotations_with_a_val_ratio_split_train_and_evaluate(omniglot_subset, tmp_path):
