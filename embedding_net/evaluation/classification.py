@@ -6,7 +6,6 @@ definition of the package: the encodings store these).
 """
 
 import numpy as np
-from sklearn import metrics as sk_metrics
 
 from embedding_net.evaluation.distances import distance_matrix, paired_distances, unit_rows
 from embedding_net.evaluation.neighbours import check_positive, evaluation_inputs, prediction_inputs
@@ -84,6 +83,8 @@ def per_class_accuracy(true, predicted, num_classes):
 
 def confusion_matrix(true, predicted, num_classes):
     """int64 [num_classes, num_classes]: rows are true classes, columns predicted (scikit-learn)."""
+    from sklearn import metrics as sk_metrics  # imported here: scikit-learn takes a second to load
+
     true, predicted = _class_ids(true, predicted, num_classes)
     matrix = sk_metrics.confusion_matrix(true, predicted, labels=np.arange(num_classes))
     return matrix.astype(np.int64)

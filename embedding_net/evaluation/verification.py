@@ -6,7 +6,6 @@ the distances: ROC AUC, equal error rate, and the accuracy of the best distance 
 """
 
 import numpy as np
-from sklearn import metrics as sk_metrics
 
 from embedding_net.evaluation.neighbours import check_embeddings, check_positive
 from embedding_net.evaluation.distances import paired_distances
@@ -28,6 +27,8 @@ def verification_metrics(distances, same):
         every pair "same" is best, just below the smallest when calling none is) and `accuracy`
         at that threshold.
     """
+    from sklearn import metrics as sk_metrics  # imported here: scikit-learn takes a second to load
+
     distances = np.asarray(distances, np.float64)
     same = np.asarray(same)
     if distances.ndim != 1 or same.shape != distances.shape or same.dtype != bool:

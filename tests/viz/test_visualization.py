@@ -51,7 +51,8 @@ def captured(monkeypatch):
         figures.append(figure)
         return galleries.save_figure(figure, path, dpi)
 
-    monkeypatch.setattr(visualization, "save_figure", save)
+    for module in (visualization, curves):  # every module that saves figures through it
+        monkeypatch.setattr(module, "save_figure", save)
     return figures
 
 
