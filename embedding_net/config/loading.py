@@ -95,6 +95,8 @@ def _check_range(key, value, metadata):
     if "choices" in metadata and value not in metadata["choices"]:
         names = ", ".join("null" if c is None else str(c) for c in metadata["choices"])
         raise ConfigError(f"{key} must be one of {names}, received: {value!r}")
+    if "max" in metadata and value is not None and value > metadata["max"]:
+        raise ConfigError(f"{key} must be <= {metadata['max']}, received: {value!r}")
     if "min" in metadata and value is not None:
         values = value if isinstance(value, tuple) else (value,)
         for v in values:

@@ -88,6 +88,8 @@ class TrainConfig:
     validation_steps: int = field(default=20, metadata=_at_least(0))
     optimizer: str = field(default="adam", metadata=_registry(f"{_PACKAGE}.optim.optimizers:list_optimizers"))
     learning_rate: float = field(default=1e-3, metadata={"min": 0.0, "exclusive": True})
+    backbone_lr_multiplier: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True, "max": 1.0})
+    layer_decay: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True, "max": 1.0})
     momentum: float = field(default=0.9, metadata=_at_least(0.0))
     nesterov: bool = False
     weight_decay: float = field(default=0.004, metadata=_at_least(0.0))

@@ -13,10 +13,13 @@ from embedding_net.models.architectures import (
     build_siamese_model, build_triplet_model, get_architecture, list_architectures, register_architecture)
 from embedding_net.models.backbones import build_backbone, get_backbone, list_backbones, register_backbone
 from embedding_net.models.builders import POOLINGS, build_embedding_model, load_embedding_model
-from embedding_net.models.layers import GeneralizedMeanPooling, ImagePreprocessing, L2Normalization, PairDistance
+from embedding_net.models.layers import (
+    GeneralizedMeanPooling, ImagePreprocessing, L2Normalization, PairDistance, TokenPooling)
 from embedding_net.models.normalization import BatchNormalization
+# Registers the keras-hub backbones (dinov2_small, ...); keras-hub itself is imported only to build one.
+from embedding_net.models import hub  # noqa: F401
 
 __all__ = ["BatchNormalization", "GeneralizedMeanPooling", "ImagePreprocessing", "L2Normalization", "POOLINGS",
-           "PairDistance", "build_backbone", "build_embedding_model", "build_siamese_model", "build_triplet_model",
-           "get_architecture", "get_backbone", "list_architectures", "list_backbones", "load_embedding_model",
-           "register_architecture", "register_backbone"]
+           "PairDistance", "TokenPooling", "build_backbone", "build_embedding_model", "build_siamese_model",
+           "build_triplet_model", "get_architecture", "get_backbone", "list_architectures", "list_backbones",
+           "load_embedding_model", "register_architecture", "register_backbone"]

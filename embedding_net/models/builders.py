@@ -39,8 +39,9 @@ def build_embedding_model(
         invert: feed 255 - pixel to the backbone (for dark-on-light images such as scans
             of handwriting).
         freeze: None (train everything), `"all"` (freeze the backbone) or an integer N (freeze
-            all backbone layers but the last N). Frozen batch normalisation runs in inference
-            mode. The head always trains.
+            all backbone layers but the last N; for the keras-hub transformers, N counts
+            transformer blocks: `embedding_net.models.hub.freeze_blocks`). Frozen batch
+            normalisation runs in inference mode. The head always trains.
 
     Returns:
         A `keras.Model` mapping uint8 [B, H, W, C] to float32 [B, D] of unit norm.
@@ -57,7 +58,7 @@ def build_embedding_model(
                            invert=invert, name="preprocessing")(inputs)
     weights_file = weights if weights is not None and weights not in spec.pretrained else None
     tower = build_backbone(backbone, (height, width, backbone_channels), None if weights_file else weights)
-    _freeze(tower, freeze)
+    _freeze(tower, freeze, getattr(spec.builder, "freeze", None))
     x = tower(x)
     if pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
@@ -79,7 +80,7 @@ def build_embedding_model(
     return model
 
 
-def _freeze(tower, freeze):
+def _freeze(tower, freeze, freeze_blocks=None):
     if freeze is None or freeze == "none":
         return
     if freeze == "all":
@@ -87,6 +88,9 @@ def _freeze(tower, freeze):
         return
     if isinstance(freeze, bool) or not isinstance(freeze, int) or freeze < 0:
         raise ValueError(f"`freeze` must be None, 'all' or an integer >= 0. Received: {freeze!r}")
+    if freeze_blocks is not None:  # a backbone whose builder counts N its own way (transformer blocks)
+        freeze_blocks(tower, freeze)
+        return
     frozen = tower.layers[: max(len(tower.layers) - freeze, 0)]
     for layer in frozen:
         layer.trainable = False

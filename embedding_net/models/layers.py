@@ -1,5 +1,6 @@
 """Serialisable layers that make a saved model self-contained: preprocessing, GeM pooling,
-L2 normalisation and the pair-distance head of Siamese models."""
+token pooling (transformer backbones), L2 normalisation and the pair-distance head of Siamese
+models."""
 
 import keras
 from keras import ops
@@ -142,6 +143,53 @@ class GeneralizedMeanPooling(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"p": self.p, "trainable_p": self.trainable_p, "epsilon": self.epsilon})
+        return config
+
+
+TOKEN_POOLINGS = ("class", "mean", "pooled")
+
+
+@keras.saving.register_keras_serializable(package="embedding_net")
+class TokenPooling(keras.layers.Layer):
+    """One vector per image from a vision transformer, returned as a 1x1 feature map [B, 1, 1, D].
+
+    The embedding head pools feature maps [B, h, w, D] (`avg`, `max` or `gem`); a 1x1 map lets
+    transformer backbones use it unchanged: `avg` and `max` are then the identity. (`gem` clamps
+    features at a small positive value first, which suits ReLU maps, not signed tokens: use
+    `avg` with these backbones.)
+
+    Args:
+        mode: `class` (the first token [B, T, D] -> [B, D]: DINOv2's and CLIP's image vector),
+            `mean` (the mean of the patch tokens, those after `prefix_tokens`) or `pooled`
+            (the input is already one vector [B, D], e.g. SigLIP's attention-pooling head).
+        prefix_tokens: how many tokens precede the patch tokens (the class token and any
+            register tokens); `mean` skips them.
+    """
+
+    def __init__(self, mode="class", prefix_tokens=1, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in TOKEN_POOLINGS:
+            raise ValueError(f"`mode` must be one of {', '.join(TOKEN_POOLINGS)}. Received: {mode!r}")
+        if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+            raise ValueError(f"`prefix_tokens` must be an integer >= 0. Received: {prefix_tokens!r}")
+        self.mode = mode
+        self.prefix_tokens = prefix_tokens
+
+    def call(self, inputs):
+        if self.mode == "class":
+            x = inputs[:, 0, :]
+        elif self.mode == "mean":
+            x = ops.mean(inputs[:, self.prefix_tokens:, :], axis=1)
+        else:
+            x = inputs
+        return x[:, None, None, :]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1, 1, input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode, "prefix_tokens": self.prefix_tokens})
         return config
 
 

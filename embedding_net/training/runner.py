@@ -17,6 +17,7 @@ import numpy as np
 from embedding_net.atomic import atomic_write_text
 from embedding_net.data.augmentation import augment_dataset
 from embedding_net.models.backbones import get_backbone
+from embedding_net.models.hub import ARCHITECTURES as HUB_BACKBONES
 from embedding_net.training.callbacks import (
     AtomicCheckpoint,
     LearningRateLogger,
@@ -49,7 +50,7 @@ from embedding_net.training.outputs import (
     write_encodings,
     write_litert_copy,
 )
-from embedding_net.training.setup import build_training_setup, optimizer_from_config, schedule_callbacks
+from embedding_net.training.setup import build_training_setup, run_optimizer, schedule_callbacks
 
 # Keras dtype policies of `train.mixed_precision`: layers compute in half precision and keep
 # float32 weights; distances, mining, losses and the L2 normalisation cast to float32 anyway.
@@ -110,7 +111,7 @@ def _build_model(config, pretrained=True):
 
 
 def _run(config, strategy):
-    _check_model_keys(config.model)
+    _check_model_keys(config.model, config.train)
     _check_distribution(config, strategy)
     keras.utils.set_random_seed(config.train.seed)
     # Workers other than the chief of a multi-worker run write into a folder of their own,
@@ -181,7 +182,7 @@ def _compiled_setup(config, model, training_set, splits, resumed):
     # Batch i of the run is the same whether or not it was interrupted before it.
     start_batch = resumed * config.train.steps_per_epoch
     setup = build_training_setup(config, model, training_set, validation_set, start_batch)
-    setup.model.compile(optimizer=optimizer_from_config(config.train), loss=setup.loss, metrics=setup.metrics)
+    setup.model.compile(optimizer=run_optimizer(config, model), loss=setup.loss, metrics=setup.metrics)
     # Left to fit, the optimizer creates its variables inside the first traced step, and
     # TensorFlow then traces the whole step a second time; built now, it is traced once.
     setup.model.optimizer.build(setup.model.trainable_variables)
@@ -250,8 +251,11 @@ def _check_resumable(config, work_dir):
             f"command to resume it, or delete {backup_dir} (or change output.name) to start over")
 
 
-def _check_model_keys(model):
+def _check_model_keys(model, train):
     spec = get_backbone(model.backbone)
+    if train.layer_decay != 1.0 and model.backbone not in HUB_BACKBONES:
+        raise ConfigError(f"train.layer_decay applies to the transformer backbones ({', '.join(sorted(HUB_BACKBONES))}), "
+                          f"not to {model.backbone}: leave it at 1.0, received: {train.layer_decay}")
     is_file = model.weights is not None and model.weights.endswith((".keras", ".weights.h5"))
     if model.weights is not None and model.weights not in spec.pretrained and not is_file:
         offered = ", ".join(["null", *spec.pretrained, "a .keras or .weights.h5 file"])

@@ -16,7 +16,9 @@ from embedding_net.models.architectures import get_architecture
 from embedding_net.registry import constructor_arguments
 from embedding_net.mining.monitors import collapse_monitors
 from embedding_net.optim.schedules import build_learning_rate, plateau_callbacks
+from embedding_net.models.hub import transformer_blocks
 from embedding_net.optim import build_optimizer
+from embedding_net.optim.multipliers import LearningRateMultipliers, backbone_multipliers
 from embedding_net.optim.optimizers import optimizer_settings
 from embedding_net.optim.schedules import get_schedule, reduces_on_plateau, schedule_settings
 from embedding_net.training.data import batches, build_augmentation_from
@@ -132,3 +134,16 @@ def schedule_callbacks(train, monitor):
     """Reduce-on-plateau and early stopping (restoring the best weights), when configured."""
     return plateau_callbacks(monitor, train.plateau_patience if reduces_on_plateau(train.lr_schedule) else None,
                              train.decay_factor, train.early_stopping_patience)
+
+
+def run_optimizer(config, model):
+    """The optimizer of `train`, the backbone's variables (of the embedding `model`) at
+    `train.backbone_lr_multiplier` times the learning rate, each transformer block further at
+    `train.layer_decay` ** (its depth from the top)."""
+    optimizer, train = optimizer_from_config(config.train), config.train
+    if train.backbone_lr_multiplier == 1.0 and train.layer_decay == 1.0:
+        return optimizer
+    tower = model.get_layer(config.model.backbone)  # every tower is named after its backbone
+    blocks = transformer_blocks(tower) if train.layer_decay != 1.0 else ()
+    return LearningRateMultipliers(optimizer, backbone_multipliers(
+        tower, multiplier=train.backbone_lr_multiplier, blocks=blocks, layer_decay=train.layer_decay))

@@ -46,8 +46,11 @@ def test_every_keras_application_is_registered_but_the_omitted_ones():
         assert name in REGISTERED_APPLICATIONS
 
 
-def test_registry_holds_the_native_backbones_and_keras_applications_only():
-    assert set(list_backbones()) == set(REGISTERED_APPLICATIONS) | {"conv4", "simple", "resnet18", "resnet34"}
+def test_registry_holds_the_native_backbones_keras_applications_and_keras_hub_towers():
+    from embedding_net.models import hub
+
+    assert set(list_backbones()) == (set(REGISTERED_APPLICATIONS) | {"conv4", "simple", "resnet18", "resnet34"}
+                                     | set(hub.ARCHITECTURES))
 
 
 def test_an_omitted_network_is_refused_with_the_valid_names():
