@@ -5,7 +5,7 @@
     index = EmbeddingIndex.build(embeddings, labels, class_names, paths, backend="hnsw")
     distances, ids = index.search(queries, k=10)
     index.classify(queries, top_k=5, threshold=0.8)
-    save_index(index, "gallery.enidx", model_sha256=sha)
+    save_index(index, "gallery.enidx", model_sha256=sha, metadata={"threshold": 0.8})
     index = load_index("gallery.enidx", expect_model_sha256=sha)
 
 Backends (`list_backends()`): `exact` (NumPy brute force: the reference and the default),
@@ -32,13 +32,14 @@ Nothing here imports TensorFlow; faiss and usearch are imported only by their ow
 from embedding_net.index import exact, faiss_hnsw, usearch_hnsw  # noqa: F401  (registration)
 from embedding_net.index.base import EmbeddingIndex
 from embedding_net.index.classes import UNKNOWN
+from embedding_net.index.convert import alive_ids, exact_copy
 from embedding_net.index.distances import DISTANCES
 from embedding_net.index.errors import (IndexBackendError, IndexClassError, IndexFileError,
                                         IndexLockError)
 from embedding_net.index.files import load_index, read_manifest, save_index
 from embedding_net.index.locking import exclusive_lock
-from embedding_net.index.metrics import (recall_against_exact, recall_at,
-                                         retrieval_metrics_via_index)
+from embedding_net.index.metrics import (query_metrics_via_index, recall_against_exact,
+                                         recall_at, retrieval_metrics_via_index)
 from embedding_net.index.registry import (Backend, get_backend, list_backends,
                                           register_backend)
 
@@ -47,6 +48,6 @@ build_index = EmbeddingIndex.build
 
 __all__ = ["DEFAULT_APPROXIMATE_BACKEND", "DISTANCES", "UNKNOWN", "Backend", "EmbeddingIndex",
            "IndexBackendError", "IndexClassError", "IndexFileError", "IndexLockError",
-           "build_index", "exclusive_lock", "get_backend", "list_backends", "load_index",
-           "read_manifest", "recall_against_exact", "recall_at", "register_backend",
-           "retrieval_metrics_via_index", "save_index"]
+           "alive_ids", "build_index", "exact_copy", "exclusive_lock", "get_backend", "list_backends",
+           "load_index", "query_metrics_via_index", "read_manifest", "recall_against_exact", "recall_at",
+           "register_backend", "retrieval_metrics_via_index", "save_index"]

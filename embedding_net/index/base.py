@@ -40,6 +40,7 @@ class EmbeddingIndex:
         self._labels, self._removed = np.zeros(0, np.int64), 0
         self._class_names, self._class_ids, self._paths = [], {}, None
         self._class_counts = None
+        self.metadata, self.model_sha256 = {}, None  # what `save_index` / `load_index` carry
         if capacity:
             self._backend.reserve(int(capacity))
 
@@ -68,6 +69,7 @@ class EmbeddingIndex:
         index._removed = int(np.count_nonzero(index._labels < 0))
         index._set_class_names(list(class_names))
         index._paths = None if paths is None else list(paths)
+        index.metadata, index.model_sha256 = {}, None
         return index
 
     def _set_class_names(self, names):

@@ -4,7 +4,9 @@ The file layout (one file, atomic replace, SHA-256 of every part) is in
 `embedding_net.index.container`. The manifest records what a loader must check before trusting
 the neighbours an index returns: the format version, the backend and its options, the distance,
 the dimension, the number of images, the class names, and `model_sha256`, the SHA-256 of the model
-file that made the embeddings (given by the caller; None when unknown). Embeddings of another
+file that made the embeddings (given by the caller; None when unknown). `metadata` is the caller's
+JSON object (what an `.npz` encodings file holds: threshold, distance, model path, ...); a loaded
+index has it as `index.metadata`, and the recorded hash as `index.model_sha256`. Embeddings of another
 model live in another space: searching them would give confident nonsense, so a loader that
 knows its model passes `expect_model_sha256` and gets an error instead.
 
@@ -26,7 +28,7 @@ from embedding_net.index.registry import get_backend
 FORMAT_NAME = "embedding_net.index"
 
 
-def save_index(index, path, model_sha256=None, lock_timeout=60.0):
+def save_index(index, path, model_sha256=None, lock_timeout=60.0, metadata=None):
     """Writes `index` to `path` atomically, under the writer's lock (`exclusive_lock`).
 
     Args:
@@ -34,12 +36,14 @@ def save_index(index, path, model_sha256=None, lock_timeout=60.0):
         path: the index file; replaced whole, or left as it was if anything fails.
         model_sha256: hex SHA-256 of the model file that made the embeddings, or None.
         lock_timeout: seconds to wait for another writer (see `exclusive_lock`).
+        metadata: a JSON-serialisable dict stored in the manifest; None stores `index.metadata`.
     """
+    metadata = dict(getattr(index, "metadata", {}) if metadata is None else metadata)
     manifest = {"format": FORMAT_NAME, "backend": index.backend,
                 "backend_options": index.backend_options, "distance": index.distance,
                 "dimension": index.dimension, "count": index.count, "stored": index.stored,
                 "class_names": list(index.class_names), "model_sha256": model_sha256,
-                "has_paths": index.paths is not None}
+                "has_paths": index.paths is not None, "metadata": metadata}
     blobs = {"labels": np.asarray(index.labels, np.int64)}
     if index.paths is not None:
         blobs["paths"] = json.dumps(list(index.paths), ensure_ascii=False).encode("utf-8")
@@ -95,7 +99,10 @@ def load_index(path, expect_model_sha256=None, expect_dimension=None, expect_dis
         if backend.size != len(labels):
             raise file_error(path, f"the {manifest['backend']} data holds {backend.size} vectors, "
                                    f"the manifest {len(labels)}")
-        return EmbeddingIndex.from_parts(backend, labels, names, paths)
+        index = EmbeddingIndex.from_parts(backend, labels, names, paths)
+        index.metadata = dict(manifest.get("metadata") or {})
+        index.model_sha256 = manifest.get("model_sha256")
+        return index
     except IndexFileError:
         raise
     except Exception as error:  # a backend's own reader failing on damaged data

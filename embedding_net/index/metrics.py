@@ -118,3 +118,43 @@ def recall_against_exact(approximate_index, exact_index, queries, ks=(1, 10)):
                          f"{exact_index.stored}")
     k = max(ks)
     return recall_at(approximate_index.search(queries, k)[1], exact_index.search(queries, k)[1], ks)
+
+
+def query_metrics_via_index(index, queries, labels, knn_k=5, max_entries=1 << 22):
+    """Retrieval metrics of `queries` (not in the index) against every image of `index`, the
+    query-vs-reference numbers of `embedding_net.evaluation.retrieval` in bounded memory.
+
+    Args:
+        index: the gallery, an `EmbeddingIndex`.
+        queries: [Q, D] embeddings.
+        labels: [Q] class ids into `index.class_names` (every one a class of the index).
+        knn_k: neighbours that vote for the k-NN accuracy.
+        max_entries: the most neighbours held at once.
+
+    Returns:
+        A dict: `precision_at_1`, `r_precision`, `map_at_r` (R = the gallery images of the
+        query's class; queries of a class without images are skipped), `knn_accuracy`, `knn_k`.
+    """
+    queries, labels = np.asarray(queries, np.float32), np.asarray(labels, np.int64)
+    r = index.class_counts[labels]
+    order = np.argsort(r, kind="stable")
+    r_sorted = r[order]
+    k_vote = max(1, min(knn_k, index.count))
+    scores, correct, begin, all_labels = {}, 0, 0, np.asarray(index.labels)
+    while begin < len(order):
+        rows = max(1, max_entries // max(int(r_sorted[begin]), k_vote))
+        while rows > 1 and max(int(r_sorted[min(len(order), begin + rows) - 1]), k_vote) * rows > max_entries:
+            rows //= 2
+        chunk, chunk_r = order[begin : begin + rows], r_sorted[begin : begin + rows]
+        begin += len(chunk)
+        distances, found = index.search(queries[chunk], min(index.count, int(max(chunk_r.max(), k_vote))))
+        neighbour_labels = np.where(found >= 0, all_labels[np.maximum(found, 0)], -1)
+        winners = vote(neighbour_labels[:, :k_vote], distances[:, :k_vote])
+        correct += int(np.sum(winners == labels[chunk]))
+        ranked = chunk_r > 0
+        if ranked.any():
+            _score(scores, chunk[ranked], neighbour_labels[ranked], labels[chunk[ranked]], chunk_r[ranked])
+    values = np.array(list(scores.values())).reshape(-1, 3)
+    means = values.mean(axis=0) if len(values) else np.full(3, np.nan)
+    return {"precision_at_1": float(means[0]), "r_precision": float(means[1]),
+            "map_at_r": float(means[2]), "knn_accuracy": correct / max(1, len(labels)), "knn_k": k_vote}

@@ -1,4 +1,9 @@
-"""Classifying image files against encodings: what `test.py` does, callable from Python."""
+"""Classifying image files against a gallery: what `test.py` does, callable from Python.
+
+A gallery is a `Gallery` (`embedding_net.inference.gallery.open_gallery`: an `.npz` encodings file
+or an `.enidx` index file) or, as before, loaded `Encodings`; answers come from the gallery's
+index, from neighbours only, so a million-image gallery never builds a [queries x classes] matrix.
+"""
 
 import os
 
@@ -6,7 +11,8 @@ import numpy as np
 
 from embedding_net.atomic import atomic_write_csv
 from embedding_net.data.images import IMAGE_EXTENSIONS, read_image
-from embedding_net.inference.encodings import classify, embed_images, model_image_shape
+from embedding_net.inference.encodings import embed_images, model_image_shape
+from embedding_net.inference.gallery import as_gallery
 from embedding_net.errors import DatasetError
 
 UNKNOWN = "unknown"
@@ -37,12 +43,12 @@ def collect_image_paths(inputs):
     return paths
 
 
-def predict_paths(model, encodings, paths, top_k=5, threshold=None, batch_size=256):
-    """Classifies image files by their nearest classes in `encodings`.
+def predict_paths(model, gallery, paths, top_k=5, threshold=None, batch_size=256):
+    """Classifies image files by their nearest classes in `gallery`.
 
     Args:
-        model: the embedding model the encodings were made with.
-        encodings: an `Encodings`.
+        model: the embedding model the gallery was made with.
+        gallery: a `Gallery` (see `open_gallery`) or `Encodings`.
         paths: image files; each is read at the model's input size.
         top_k: how many nearest classes to report.
         threshold: a distance above which the nearest class is not trusted and the prediction
@@ -56,16 +62,13 @@ def predict_paths(model, encodings, paths, top_k=5, threshold=None, batch_size=2
         DatasetError: an image cannot be read (the message names it).
     """
     height, width, channels = model_image_shape(model)
-    distance = encodings.metadata.get("distance", "euclidean")
+    gallery = as_gallery(gallery)
     rows = []
     for begin in range(0, len(paths), batch_size):
         chunk = paths[begin : begin + batch_size]
         images = np.stack([read_image(p, (height, width), channels) for p in chunk])
-        for path, nearest in zip(chunk, classify(embed_images(model, images, batch_size), encodings, top_k, distance)):
-            name, dist = nearest[0]
-            known = threshold is None or dist <= threshold
-            rows.append({"path": path, "prediction": name if known else UNKNOWN, "distance": dist,
-                         "nearest": nearest})
+        answers = gallery.classify(embed_images(model, images, batch_size), top_k, threshold)
+        rows += [dict(answer, path=path) for path, answer in zip(chunk, answers)]
     return rows
 
 
