@@ -15,7 +15,7 @@ import sys
 
 import lib
 from lib import fmt, markdown_table
-from search_report import is_search_result, search_classes_section, search_section
+from report_sections import is_search_result, precision_section, search_classes_section, search_section
 
 COMMANDS = [
     ("throughput", "python bench/throughput.py", "28 px, semi-hard, 5 ours/peer pairs"),
@@ -26,6 +26,7 @@ COMMANDS = [
     ("mining", "python bench/mining.py", "batch 64 / 256 / 1024 x all / hard / semi_hard"),
     ("pipeline", "python bench/pipeline.py", "pipeline delivery vs training consumption"),
     ("inference", "python bench/inference.py", "embedding, test.py cold start, search"),
+    ("precision", "python bench/precision.py", "float32 vs bfloat16: conv4@28, ResNet18@64, ResNet50@224"),
     ("search", "python bench/search.py --sizes 10000 100000 1000000", "index backends at up to 1M vectors"),
 ]
 
@@ -47,6 +48,10 @@ def load(results_dir):
         if is_search_result(data):
             data["_file"] = name
             out[is_search_result(data)] = data
+            continue
+        if isinstance(data, dict) and data.get("kind") == "precision":
+            data["_file"] = name
+            out["precision"] = data
             continue
         if not isinstance(data, dict) or data.get("kind") not in KINDS:
             other.append(name)  # e.g. another script's results in the same folder
@@ -262,6 +267,8 @@ def render(results, threshold, other=()):
     section("Input pipeline vs training", ["pipeline"], pipeline_section)
     section("Inference", ["inference"],
             lambda d: inference_section(d, (d.get("config") or {}).get("noise_threshold", threshold)))
+    if "precision" in results:
+        L += precision_section(results["precision"], results["precision"]["_file"])
     if "search" in results:
         L += search_section(results["search"], results["search"]["_file"])
     if "search_classes" in results:

@@ -48,3 +48,17 @@ def search_section(data, path):
                   f"`{targets.get('default_backend', '?')}`):", "",
                   markdown_table(["check", "measured"], [[key, fmt(value, 3)] for key, value in checks.items()]), ""]
     return lines
+
+
+def precision_section(data, path):
+    """Markdown lines: float32 against bfloat16 training throughput per network (`bench/precision.py`)."""
+    host = data.get("host") or {}
+    rows = [[s["network"], fmt(s["float32_images_per_s"]), fmt(s["bfloat16_images_per_s"]),
+             fmt(s["bfloat16_over_float32"], 2)] for s in data["summary"]]
+    flags = ", ".join(data.get("cpu_bf16_flags") or []) or "none"
+    return ["## bfloat16 against float32", "",
+            f"_`{data.get('command')}`; {host.get('time_utc', '?')}; {host.get('cpu', '?')} (bfloat16 instructions: "
+            f"{flags}); file `{path}`_", "",
+            "Ours only, each measurement in its own process, alternating precisions; median images/s of the median "
+            "step over the rounds.", "",
+            markdown_table(["network", "float32 images/s", "bfloat16 images/s", "bfloat16 / float32"], rows), ""]
