@@ -102,18 +102,20 @@ def damaged(kind, root, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("kind, message", [
+DAMAGE = [
     ("other_model", "was made by model 000000000000, not by the given model"),
     ("other_dimension", "holds 3-dimensional embeddings, the model makes 16-dimensional ones"),
     ("other_distance", "was built for distance 'cosine', not 'euclidean'"),
     ("truncated", "truncated or damaged"),
-    ("corrupted", "checksum mismatch"),
-    ("unknown_backend", "unknown index backend 'nope'; available: exact, hnsw, usearch")])
-@pytest.mark.parametrize("action", ["--image", "--append"])
+    ("corrupted", "checksum mismatch")]
+BACKEND = ("unknown_backend", "unknown index backend 'nope'; available: exact, hnsw, usearch")
+
+
+# --backend is an enrolment option: the unknown backend is tried with --append only.
+@pytest.mark.parametrize("kind, message, action", [(k, m, a) for k, m in DAMAGE for a in ("--image", "--append")]
+                         + [(*BACKEND, "--append")])
 def test_mismatch_and_damage_exit_2_with_one_line_and_overwrite_nothing(run, tmp_path, kind, message, action):
     root, weights = run
-    if kind == "unknown_backend" and action == "--image":
-        pytest.skip("--backend is an enrolment option")
     path = damaged("corrupted" if kind == "unknown_backend" else kind, root, tmp_path)
     if kind == "unknown_backend":
         shutil.copy(root / "g.enidx", path)
