@@ -87,3 +87,18 @@ class Registry:
 
     def __iter__(self):
         return iter(self.names())
+
+
+class RegistryGroup:
+    """One `Registry` per kind (losses per architecture, minings per kind): `group[kind]` is the
+    kind's registry; an unknown kind is a `ConfigError` listing the known ones."""
+
+    def __init__(self, kinds, describe, kind_name):
+        self.kinds = tuple(kinds)
+        self.kind_name = kind_name
+        self._registries = {kind: Registry(describe(kind)) for kind in self.kinds}
+
+    def __getitem__(self, kind):
+        if kind not in self._registries:
+            raise ConfigError(f"unknown {self.kind_name} {kind!r}; available: {', '.join(self.kinds)}")
+        return self._registries[kind]

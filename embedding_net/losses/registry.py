@@ -11,36 +11,30 @@ Adding a loss is one new file in this package with its decorator, and an import 
 `embedding_net/losses/__init__.py`.
 """
 
-from embedding_net.errors import ConfigError
-from embedding_net.registry import Registry
+from embedding_net.registry import RegistryGroup
 
 ARCHITECTURES = ("embedding", "siamese", "triplet")
-_REGISTRIES = {architecture: Registry(f"loss of the {architecture} architecture") for architecture in ARCHITECTURES}
-
-
-def _registry(architecture):
-    if architecture not in _REGISTRIES:
-        raise ConfigError(f"unknown architecture {architecture!r}; available: {', '.join(ARCHITECTURES)}")
-    return _REGISTRIES[architecture]
+_LOSSES = RegistryGroup(ARCHITECTURES, lambda architecture: f"loss of the {architecture} architecture",
+                          "architecture")
 
 
 def register_loss(name, architecture="embedding", settings=None, **info):
     """Registers a loss class as `name` for `architecture`; returns a decorator."""
-    return _registry(architecture).register(name, settings=settings, **info)
+    return _LOSSES[architecture].register(name, settings=settings, **info)
 
 
 def get_loss(name, architecture="embedding"):
     """The loss class registered as `name` for `architecture` (a `ConfigError` names the known ones)."""
-    return _registry(architecture).get(name)
+    return _LOSSES[architecture].get(name)
 
 
 def list_losses(architecture=None):
     """The loss names of `architecture`, or of every architecture when None, sorted."""
     if architecture is not None:
-        return _registry(architecture).names()
-    return sorted({name for registry in _REGISTRIES.values() for name in registry.names()})
+        return _LOSSES[architecture].names()
+    return sorted({name for architecture in ARCHITECTURES for name in _LOSSES[architecture].names()})
 
 
 def loss_settings(name, architecture="embedding"):
     """The keys of the config's `loss` section that the loss `name` reads."""
-    return _registry(architecture).settings(name)
+    return _LOSSES[architecture].settings(name)

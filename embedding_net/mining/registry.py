@@ -15,40 +15,33 @@ the rule picks positives too, the farthest positives), `semi_hard` the nearest n
 farther than the positive (FaceNet, Schroff et al. 2015).
 """
 
-from embedding_net.errors import ConfigError
-from embedding_net.registry import Registry
+from embedding_net.registry import RegistryGroup
 
 KINDS = ("batch", "triplets", "pairs")
-_REGISTRIES = {kind: Registry(f"{kind} mining") for kind in KINDS}
-
-
-def _registry(kind):
-    if kind not in _REGISTRIES:
-        raise ConfigError(f"unknown kind of mining {kind!r}; available: {', '.join(KINDS)}")
-    return _REGISTRIES[kind]
+_MININGS = RegistryGroup(KINDS, lambda kind: f"{kind} mining", "kind of mining")
 
 
 def register_mining(name, kind="batch", **info):
     """Registers a rule of `kind` as `name`; returns a decorator."""
-    return _registry(kind).register(name, settings=(), **info)
+    return _MININGS[kind].register(name, settings=(), **info)
 
 
 def get_mining(name, kind="batch"):
     """The rule registered as `name` for `kind` (a `ConfigError` names the known ones)."""
-    return _registry(kind).get(name)
+    return _MININGS[kind].get(name)
 
 
 def mining_entry(name, kind="batch"):
     """The registry entry of `name` (its `info` says how the rule is called)."""
-    return _registry(kind).entry(name)
+    return _MININGS[kind].entry(name)
 
 
 def list_minings(kind="batch"):
     """The rule names of `kind`, sorted."""
-    return _registry(kind).names()
+    return _MININGS[kind].names()
 
 
 def check_mining(mining, kind="batch"):
     """Raises a `ValueError` echoing `mining` unless it names a rule of `kind`."""
-    if mining not in _registry(kind):
+    if mining not in _MININGS[kind]:
         raise ValueError(f"`mining` must be one of {', '.join(list_minings(kind))}. Received: {mining!r}")
