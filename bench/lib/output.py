@@ -2,50 +2,20 @@
 
 import json
 import os
-import tempfile
 
-from lib.paths import RESULTS
+from lib.paths import RESULTS  # first: puts the repository on sys.path
+
+from embedding_net import atomic as embedding_net_atomic  # noqa: E402
 
 
 def atomic_write_json(path, obj):
-    """Writes `obj` as indented JSON to `path` via a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(obj, out, indent=1, allow_nan=True)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.remove(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    """Writes `obj` as indented JSON to `path` atomically; returns the path."""
+    return atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=True) + "\n")
 
 
 def atomic_write_text(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.remove(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+    """Writes `text` to `path` atomically (the package's own writer); returns the path."""
+    embedding_net_atomic.atomic_write_text(path, text)
     return path
 
 
