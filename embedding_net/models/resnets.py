@@ -1,15 +1,17 @@
 """ResNet18 and ResNet34 (He et al. 2016), which `keras.applications` lacks, in plain Keras 3.
 
 The layout follows torchvision's `resnet18` / `resnet34` layer for layer (bias-free convolutions,
-explicit symmetric padding, a 1x1 projection shortcut where a stage changes shape), so their
+symmetric padding, a 1x1 projection shortcut where a stage changes shape), so their
 trainable parameter counts equal torchvision's without the classifier, and the layer names
 (`conv1`, `layer2_block1_conv1`, ...) map one to one onto torchvision's state-dict keys.
-Besides standard Keras layers, only `embedding_net.models.normalization.BatchNormalization` (Keras'
-layer with a faster training gradient, registered), so the models reload with `safe_mode=True`.
+Besides standard Keras layers, only two registered subclasses of Keras layers with faster
+training gradients (`normalization.BatchNormalization`, `convolution.Conv2D`), so the models
+reload with `safe_mode=True`.
 """
 
 import keras
 
+from embedding_net.models.convolution import Conv2D
 from embedding_net.models.normalization import BatchNormalization
 
 # Blocks per stage; each stage doubles the channels and (after the first) halves the resolution.
@@ -24,13 +26,16 @@ def _conv(x, filters, kernel_size, strides, name):
     """A bias-free convolution with torchvision's symmetric padding.
 
     Keras' `padding="same"` pads strided convolutions asymmetrically (more at the bottom and
-    right); explicit zero padding followed by a `valid` convolution reproduces PyTorch's
-    `padding=kernel_size // 2` exactly.
+    right); there, explicit zero padding followed by a `valid` convolution reproduces PyTorch's
+    `padding=kernel_size // 2` exactly. Unstrided, `same` is already symmetric, and saves
+    the copy of the padded map and its gradient.
     """
-    if kernel_size > 1:
+    padding = "same"
+    if kernel_size > 1 and strides > 1:
         x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, use_bias=False,
-                               kernel_initializer=_CONV_INIT, name=name)(x)
+        padding = "valid"
+    return Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False,
+                  kernel_initializer=_CONV_INIT, name=name)(x)
 
 
 def _batch_norm(x, name):
