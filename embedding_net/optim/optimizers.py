@@ -11,6 +11,7 @@ for SGD, `weight_decay` for AdamW), so `train.momentum` with Adam is refused ins
 
 import keras
 
+from embedding_net.optim.fused_adam import Adam, AdamW
 from embedding_net.optim.radam import RAdam
 from embedding_net.registry import Registry, constructor_arguments
 
@@ -56,13 +57,14 @@ def build_optimizer(name, learning_rate, **settings):
 
 @register_optimizer("adam")
 def adam(learning_rate):
-    return keras.optimizers.Adam(learning_rate=learning_rate)
+    """Adam (Kingma & Ba 2015); `embedding_net.optim.fused_adam.Adam`, Keras' with a fused update."""
+    return Adam(learning_rate=learning_rate)
 
 
 @register_optimizer("adamw")
 def adamw(learning_rate, weight_decay=0.004):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019)."""
-    return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    return AdamW(learning_rate, weight_decay=weight_decay)
 
 
 @register_optimizer("sgd")
