@@ -122,10 +122,16 @@ def _validated(path, arrays):
 
 
 def embed_images(model, images, batch_size=256):
-    """Embeds uint8 images [N, H, W, C] with `model`, returning float32 [N, D]."""
+    """Embeds uint8 images [N, H, W, C] with `model`, returning float32 [N, D].
+
+    Batch by batch through `predict_on_batch` (one compiled call each): `model.predict` first
+    builds a `tf.data` pipeline over the array, which took as long as embedding 256 conv4
+    images and made ResNet50 a third slower (`python bench/backbones.py`).
+    """
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
+    return np.concatenate([np.asarray(model.predict_on_batch(images[begin : begin + batch_size]), np.float32)
+                           for begin in range(0, len(images), batch_size)])
 
 
 def embed_folder_images(model, folder, images=None, batch_size=256):

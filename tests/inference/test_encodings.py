@@ -300,3 +300,15 @@ def test_encodings_are_sorted_by_class_and_classify_matches_the_unsorted_search(
                                                    distance), brute, rtol=1e-5)
         best = [ranked[0][0] for ranked in classify(queries, encodings, top_k=1, distance=distance)]
         assert best == [f"c{c}" for c in brute.argmin(axis=1)]
+
+
+def test_embed_images_batch_by_batch_equals_one_predict_call():
+    from embedding_net.inference.encodings import embed_images
+    from embedding_net.models.builders import build_embedding_model
+
+    model = build_embedding_model("conv4", (28, 28, 1), 8)
+    images = np.random.default_rng(0).integers(0, 256, (300, 28, 28, 1), dtype=np.uint8)
+    embedded = embed_images(model, images, batch_size=128)  # 128 + 128 + a partial 44
+    assert embedded.shape == (300, 8) and embedded.dtype == np.float32
+    np.testing.assert_allclose(embedded, model.predict(images, batch_size=300, verbose=0), atol=1e-5)
+    assert embed_images(model, images[:0]).shape == (0, 8)
