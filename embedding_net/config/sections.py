@@ -102,7 +102,7 @@ class TrainConfig:
     restore_best: bool = True
     pretrain_epochs: int = field(default=0, metadata=_at_least(0))
     distribute: str = field(default="none", metadata=_choice("none", "mirrored", "multi_worker"))
-    mixed_precision: str = field(default="none", metadata=_choice("none", "float16", "bfloat16"))
+    mixed_precision: str = field(default="none", metadata=_choice("none", "auto", "float16", "bfloat16"))
     export_litert: bool = True
     seed: int = field(default=0, metadata=_at_least(0))
     verbose: int = field(default=1, metadata=_choice(0, 1, 2))

@@ -6,6 +6,7 @@ fit, outputs); `training_data` loads the splits and batches, `training_setup` bu
 fitted, and `training_outputs` writes what a run leaves behind."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from embedding_net.errors import ConfigError, TrainingDivergedError
 from embedding_net.training.generators.pairs import PairGenerator
 from embedding_net.training.generators.triplets import TripletGenerator
 from embedding_net.models.builders import build_embedding_model, load_embedding_model
+from embedding_net.training.precision import cpu_bfloat16_flags, device_line, gpu_names, resolve_mixed_precision
 from embedding_net.training.pretraining import pretrain_classifier
 from embedding_net.viz.reports import plot_tsne_pair, tsne_subsample, write_class_tables
 from embedding_net.training.data import (
@@ -69,6 +71,12 @@ def run(config):
         strategy = build_strategy(config.train.distribute)
     except (ValueError, RuntimeError) as error:
         raise ConfigError(f"train.distribute {config.train.distribute}: {error}") from None
+    gpus = gpu_names()
+    precision, reason = resolve_mixed_precision(config.train.mixed_precision, gpus, cpu_bfloat16_flags())
+    # The run's config.yml records the precision it trained in, not `auto`.
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, mixed_precision=precision))
+    if config.train.verbose and is_chief(strategy):
+        print(device_line(precision, reason, gpus, strategy.num_replicas_in_sync), flush=True)
     # With mixed_float16, compile() wraps the optimizer in a LossScaleOptimizer by itself.
     with _dtype_policy(DTYPE_POLICIES[config.train.mixed_precision]):
         return _run(config, strategy)
