@@ -24,7 +24,7 @@ NETWORKS = {  # name: (backbone, side, channels, classes per batch, images per c
     "resnet18": ("resnet18", 64, 3, 16, 4, 30),
     "resnet50": ("resnet50", 224, 3, 8, 4, 12),
 }
-POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def cpu_flags():
@@ -65,7 +65,9 @@ def worker(a):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=sorted(NETWORKS))
-    ap.add_argument("--rounds", type=int, default=2, help="float32 / bfloat16 pairs per network")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of every precision per network")
+    ap.add_argument("--precisions", nargs="+", choices=sorted(POLICIES), default=["float32", "bfloat16"],
+                    help="float32 first: the ratios are to it (float16 is for GPUs)")
     ap.add_argument("--steps", type=int, default=None, help="steps per measurement (default: per network)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -79,7 +81,7 @@ def main(argv=None):
     for network in a.networks:
         steps = a.steps or (5 if a.quick else NETWORKS[network][5])
         for round_index in range(a.rounds):
-            for precision in POLICIES:
+            for precision in a.precisions:
                 cmd = [sys.executable, os.path.abspath(__file__), "--_worker", "1", "--network", network,
                        "--precision", precision, "--steps", str(steps), "--warmup", str(min(a.warmup, steps - 2)),
                        "--seed", str(a.seed + round_index)]
@@ -91,14 +93,15 @@ def main(argv=None):
                 print(f"[precision] {network} {precision}: {reply['images_per_sec_median']:.1f} images/s", flush=True)
     rows, summary = [], []
     for network in a.networks:
-        speeds = {p: [r["images_per_sec_median"] for r in runs if r["network"] == network and r["precision"] == p]
-                  for p in POLICIES}
-        median = {p: statistics.median(v) for p, v in speeds.items()}
+        median = {p: statistics.median([r["images_per_sec_median"] for r in runs
+                                        if r["network"] == network and r["precision"] == p]) for p in a.precisions}
+        base = median[a.precisions[0]]
         summary.append({"network": network, **{f"{p}_images_per_s": m for p, m in median.items()},
-                        "bfloat16_over_float32": median["bfloat16"] / median["float32"]})
-        rows.append([network, lib.fmt(median["float32"]), lib.fmt(median["bfloat16"]),
-                     lib.fmt(median["bfloat16"] / median["float32"], 2)])
-    lib.print_table("bfloat16 against float32 (median images/s)", ["network", "float32", "bfloat16", "ratio"], rows)
+                        **{f"{p}_over_{a.precisions[0]}": m / base for p, m in median.items() if p != a.precisions[0]}})
+        rows.append([network] + [lib.fmt(median[p]) for p in a.precisions]
+                    + [lib.fmt(median[p] / base, 2) for p in a.precisions[1:]])
+    lib.print_table(f"median images/s; ratios to {a.precisions[0]}", ["network"] + a.precisions
+                    + [f"{p} / {a.precisions[0]}" for p in a.precisions[1:]], rows)
     lib.finish(NAME, a, {"kind": "precision", "cpu_bf16_flags": cpu_flags(), "summary": summary, "runs": runs},
                started)
     return 0
