@@ -15,7 +15,7 @@ import sys
 
 import lib
 from lib import fmt, markdown_table
-from report_sections import is_search_result, precision_section, search_classes_section, search_section
+from report_sections import SECTIONS, is_search_result, search_classes_section, search_section
 
 COMMANDS = [
     ("throughput", "python bench/throughput.py", "28 px, semi-hard, 5 ours/peer pairs"),
@@ -27,6 +27,8 @@ COMMANDS = [
     ("pipeline", "python bench/pipeline.py", "pipeline delivery vs training consumption"),
     ("inference", "python bench/inference.py", "embedding, test.py cold start, search"),
     ("precision", "python bench/precision.py", "float32 vs bfloat16: conv4@28, ResNet18@64, ResNet50@224"),
+    ("backbones", "python bench/backbones.py", "ours fp32/bf16 vs peer: conv4, ResNet18@64/112, ResNet50"),
+    ("convolution", "python bench/convolution.py", "the kernel gradient of small maps, per layer shape"),
     ("search", "python bench/search.py --sizes 10000 100000 1000000", "index backends at up to 1M vectors"),
 ]
 
@@ -49,9 +51,9 @@ def load(results_dir):
             data["_file"] = name
             out[is_search_result(data)] = data
             continue
-        if isinstance(data, dict) and data.get("kind") == "precision":
+        if isinstance(data, dict) and data.get("kind") in SECTIONS:
             data["_file"] = name
-            out["precision"] = data
+            out[os.path.splitext(os.path.basename(path))[0]] = data
             continue
         if not isinstance(data, dict) or data.get("kind") not in KINDS:
             other.append(name)  # e.g. another script's results in the same folder
@@ -267,12 +269,10 @@ def render(results, threshold, other=()):
     section("Input pipeline vs training", ["pipeline"], pipeline_section)
     section("Inference", ["inference"],
             lambda d: inference_section(d, (d.get("config") or {}).get("noise_threshold", threshold)))
-    if "precision" in results:
-        L += precision_section(results["precision"], results["precision"]["_file"])
-    if "search" in results:
-        L += search_section(results["search"], results["search"]["_file"])
-    if "search_classes" in results:
-        L += search_classes_section(results["search_classes"], results["search_classes"]["_file"])
+    for key in sorted(k for k, d in results.items() if d.get("kind") in SECTIONS):
+        L += SECTIONS[results[key]["kind"]](results[key], results[key]["_file"])
+    for key, section_of in (("search", search_section), ("search_classes", search_classes_section)):
+        L += section_of(results[key], results[key]["_file"]) if key in results else []
     if other:
         L += ["## Other files in bench/results", "",
               "Not written by the benchmarks above, so not rendered here: "

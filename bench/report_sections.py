@@ -1,4 +1,6 @@
-"""The search section of BENCHMARKS.md, from `bench/results/search.json` (`bench/search.py`)."""
+"""Sections of BENCHMARKS.md rendered from one result each: search (`bench/search.py`,
+`search_classes.py`), and `SECTIONS`, by a result's `kind`: bfloat16 (`precision.py`), the
+backbones against the peer (`backbones.py`) and the convolution gradient (`convolution.py`)."""
 
 from lib import fmt, markdown_table
 
@@ -62,3 +64,47 @@ def precision_section(data, path):
             "Ours only, each measurement in its own process, alternating precisions; median images/s of the median "
             "step over the rounds.", "",
             markdown_table(["network", "float32 images/s", "bfloat16 images/s", "bfloat16 / float32"], rows), ""]
+
+
+def _source(data, path):
+    host = data.get("host") or {}
+    flags = ", ".join(data.get("cpu_bf16_flags") or []) or "none"
+    quick = " **SMOKE RUN (`--quick`): not a measurement**;" if data.get("quick") else ""
+    return (f"_{quick} `{data.get('command')}`; {host.get('time_utc', '?')}; {host.get('cpu', '?')}, "
+            f"{host.get('cpu_count', '?')} cores (bfloat16 instructions: {flags}); file `{path}`_")
+
+
+def backbones_section(data, path):
+    """Markdown lines: training and embedding images/s of ours (float32, bfloat16) and the peer."""
+    sides = ("ours_float32", "ours_bfloat16", "peer")
+    rows = [[s["network"]] + [fmt(s[f"{side}_images_per_s"]) for side in sides]
+            + [fmt(s["ours_float32_over_peer"], 2), fmt(s["ours_bfloat16_over_peer"], 2)]
+            + [fmt(s[f"{side}_embed_images_per_s"]) for side in sides] + [fmt(s["embed_best_ours_over_peer"], 2)]
+            for s in data["summary"]]
+    rounds = max((r["round"] for r in data["runs"]), default=-1) + 1
+    return [f"## Backbones photo users train: ours against the peer ({path.rsplit('/', 1)[-1]})", "",
+            _source(data, path), "",
+            f"{rounds} rounds of ours float32, ours bfloat16, peer float32 (PyTorch), each in its own process, on "
+            "random uint8 images of P x K labels; semi-hard triplets, Adam. Training: median images/s over valid "
+            "runs, and the median over rounds of ours / peer. Embedding: batch 256, ours `embed_images`, the "
+            "peer's `model.eval()` forward under `torch.no_grad()`.", "",
+            markdown_table(["network", "ours float32", "ours bfloat16", "peer", "float32 / peer", "bfloat16 / peer",
+                            "embed: ours float32", "embed: ours bfloat16", "embed: peer", "embed: best ours / peer"],
+                           rows), ""]
+
+
+def convolution_section(data, path):
+    """Markdown lines: one convolution's training cost with oneDNN's and the matrix-product kernel gradient."""
+    rows = [[r["dtype"], f"{r['side']}x{r['side']}x{r['channels_in']} -> {r['channels_out']}", r["output_cells"],
+             fmt(r["keras_ms"], 2), fmt(r["matmul_gradient_ms"], 2), fmt(r["keras_over_matmul"], 2)]
+            for r in data["records"]]
+    return ["## The kernel gradient of small feature maps", "", _source(data, path), "",
+            "One 3x3 convolution (forward and both gradients, batch "
+            f"{data['records'][0]['batch'] if data['records'] else '?'}): Keras' `Conv2D` (oneDNN's kernel gradient) "
+            "against `embedding_net.models.convolution.Conv2D` with the matrix-product kernel gradient; its "
+            "`MATMUL_GRADIENT_MAX_CELLS` follows the crossover.", "",
+            markdown_table(["dtype", "input -> channels", "output cells", "oneDNN ms", "matmul ms", "speed-up"], rows),
+            ""]
+
+
+SECTIONS = {"backbones": backbones_section, "convolution": convolution_section, "precision": precision_section}
