@@ -17,6 +17,7 @@ import sys
 import time
 
 import lib
+from precision import cpu_flags
 
 NAME = "convolution"
 # (input side, channels in, channels out, kernel, stride): ResNet18's 3 x 3 layers at 64 px (and
@@ -96,7 +97,7 @@ def main(argv=None):
     lib.print_table(f"one 3x3 convolution, forward + both gradients, batch {a.batch} (median ms)",
                     ["dtype", "input -> channels", "output cells", "oneDNN gradient", "matmul gradient",
                      "speed-up"], rows)
-    lib.finish(NAME, a, {"kind": NAME, "records": records}, started)
+    lib.finish(NAME, a, {"kind": NAME, "cpu_bf16_flags": cpu_flags(), "records": records}, started)
     return 0
 
 

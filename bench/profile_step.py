@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import lib
+from precision import cpu_flags
 from backbones import NETWORKS, POLICIES
 
 NAME = "profile_step"
@@ -129,7 +130,8 @@ def main(argv=None):
     rows.append(["step wall time (ms)"] + [lib.fmt(p["step_ms"]) for p in profiles])
     lib.print_table(f"{a.network_key}: core-milliseconds per step by op kind (share of wall x cores)",
                     ["op kind"] + [p["precision"] for p in profiles], rows)
-    lib.finish(NAME, a, {"kind": NAME, "network": a.network_key, "profiles": profiles}, started)
+    lib.finish(NAME, a, {"kind": NAME, "network": a.network_key, "cpu_bf16_flags": cpu_flags(),
+                                "profiles": profiles}, started)
     return 0
 
 

@@ -29,6 +29,7 @@ COMMANDS = [
     ("precision", "python bench/precision.py", "float32 vs bfloat16: conv4@28, ResNet18@64, ResNet50@224"),
     ("backbones", "python bench/backbones.py", "ours fp32/bf16 vs peer: conv4, ResNet18@64/112, ResNet50"),
     ("convolution", "python bench/convolution.py", "the kernel gradient of small maps, per layer shape"),
+    ("profile_step", "python bench/profile_step.py", "one ResNet18 step's core time by op kind"),
     ("search", "python bench/search.py --sizes 10000 100000 1000000", "index backends at up to 1M vectors"),
 ]
 
@@ -51,15 +52,12 @@ def load(results_dir):
             data["_file"] = name
             out[is_search_result(data)] = data
             continue
-        if isinstance(data, dict) and data.get("kind") in SECTIONS:
-            data["_file"] = name
-            out[os.path.splitext(os.path.basename(path))[0]] = data
-            continue
-        if not isinstance(data, dict) or data.get("kind") not in KINDS:
+        if not isinstance(data, dict) or data.get("kind") not in KINDS + tuple(SECTIONS):
             other.append(name)  # e.g. another script's results in the same folder
             continue
         data["_file"] = name
-        out[data.get("benchmark") or os.path.splitext(os.path.basename(path))[0]] = data
+        stem = os.path.splitext(os.path.basename(path))[0]
+        out[stem if data["kind"] in SECTIONS else data.get("benchmark") or stem] = data
     return out, other
 
 

@@ -68,9 +68,9 @@ def precision_section(data, path):
 
 def _source(data, path):
     host = data.get("host") or {}
-    flags = ", ".join(data.get("cpu_bf16_flags") or []) or "none"
-    quick = " **SMOKE RUN (`--quick`): not a measurement**;" if data.get("quick") else ""
-    return (f"_{quick} `{data.get('command')}`; {host.get('time_utc', '?')}; {host.get('cpu', '?')}, "
+    flags = ", ".join(data["cpu_bf16_flags"]) or "none" if "cpu_bf16_flags" in data else "not recorded"
+    quick = "**SMOKE RUN (`--quick`): not a measurement**; " if data.get("quick") else ""
+    return (f"_{quick}`{data.get('command')}`; {host.get('time_utc', '?')}; {host.get('cpu', '?')}, "
             f"{host.get('cpu_count', '?')} cores (bfloat16 instructions: {flags}); file `{path}`_")
 
 
@@ -107,4 +107,19 @@ def convolution_section(data, path):
             ""]
 
 
-SECTIONS = {"backbones": backbones_section, "convolution": convolution_section, "precision": precision_section}
+def profile_section(data, path):
+    """Markdown lines: one training step's core time by op kind (`bench/profile_step.py`)."""
+    profiles = data["profiles"]
+    kinds = list(dict.fromkeys(kind for p in profiles for kind in p["core_ms_per_step"]))
+    rows = [[kind] + [f"{fmt(p['core_ms_per_step'].get(kind, 0.0))} "
+                      f"({p['core_ms_per_step'].get(kind, 0.0) / (p['step_ms'] * p['cores']):.0%})" for p in profiles]
+            for kind in kinds] + [["step wall time (ms)"] + [fmt(p["step_ms"]) for p in profiles]]
+    return [f"## Where a {data['network']} training step goes", "", _source(data, path), "",
+            "TensorFlow's profiler over a few `model.fit` steps: core-milliseconds per step by op kind, and their share "
+            "of wall time x cores. 'Unaccounted' is what no op covers: the executor's scheduling, Python and Keras "
+            "between steps, and cores left idle while an op runs on one thread.", "",
+            markdown_table(["op kind"] + [p["precision"] for p in profiles], rows), ""]
+
+
+SECTIONS = {"backbones": backbones_section, "convolution": convolution_section, "precision": precision_section,
+            "profile_step": profile_section}
