@@ -130,6 +130,8 @@ def embed_images(model, images, batch_size=256):
     """
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
+    if not hasattr(model, "predict_on_batch"):  # the LiteRT copy batches in its own `predict`
+        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
     return np.concatenate([np.asarray(model.predict_on_batch(images[begin : begin + batch_size]), np.float32)
                            for begin in range(0, len(images), batch_size)])
 

@@ -312,3 +312,17 @@ def test_embed_images_batch_by_batch_equals_one_predict_call():
     assert embedded.shape == (300, 8) and embedded.dtype == np.float32
     np.testing.assert_allclose(embedded, model.predict(images, batch_size=300, verbose=0), atol=1e-5)
     assert embed_images(model, images[:0]).shape == (0, 8)
+
+
+def test_embed_images_takes_models_with_only_predict():
+    """The LiteRT copy (and any duck-typed model) has `predict` but no `predict_on_batch`."""
+    from embedding_net.inference.encodings import embed_images
+
+    class PredictOnly:
+        output_shape = (None, 2)
+
+        def predict(self, images, batch_size, verbose=0):
+            return np.stack([images.reshape(len(images), -1).mean(axis=1), np.zeros(len(images))], axis=1)
+
+    images = np.arange(5 * 4, dtype=np.uint8).reshape(5, 2, 2, 1)
+    np.testing.assert_allclose(embed_images(PredictOnly(), images, batch_size=2)[:, 0], [1.5, 5.5, 9.5, 13.5, 17.5])
