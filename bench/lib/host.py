@@ -14,14 +14,9 @@ def cpu_model():
                 return line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+    from embedding_net.cpu import cpu_model as cpuinfo_model
+
+    return cpuinfo_model()
 
 
 def host_info():

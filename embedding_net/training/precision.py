@@ -2,40 +2,24 @@
 
 `auto` computes in bfloat16 on a CPU with bfloat16 instructions (AMX-BF16 on Xeons since Sapphire
 Rapids, AVX512-BF16 on AMD Zen 4 and later Xeons), where oneDNN runs the convolutions and matrix
-products natively in it, and in float32 elsewhere. On such a CPU, ResNet18 at 64 px trained 1.7x
-faster in bfloat16 and ResNet50 at 224 px 1.5x, and conv4 on Omniglot reached the same accuracy
-at equal steps (`bench/backbones.py`, `bench/modes.py`: BENCHMARKS.md). With a GPU, `auto` stays
+products natively in it, and in float32 elsewhere. On such a CPU (a 2-core Xeon with AMX),
+ResNet18 trained 1.2-1.8x faster in bfloat16 at 64 px and 2.0x at 112 px, ResNet50 1.2x at
+224 px (`bench/backbones.py`); conv4 on Omniglot 1.39x, with a MAP@R lower by 0.007 at equal
+steps (`bench/modes.py`), which is why `none` stays the default. With a GPU, `auto` stays
 float32: choose `float16` or `bfloat16` for the GPU yourself.
 """
 
 import os
-import platform
+
+from embedding_net.cpu import CPUINFO, cpu_flags, cpu_model
 
 BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def cpu_bfloat16_flags(cpuinfo="/proc/cpuinfo"):
+def cpu_bfloat16_flags(cpuinfo=CPUINFO):
     """The CPU's bfloat16 instruction flags among `BFLOAT16_FLAGS` (none where unknown)."""
-    try:
-        with open(cpuinfo, encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in BFLOAT16_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
-
-
-def cpu_model(cpuinfo="/proc/cpuinfo"):
-    try:
-        with open(cpuinfo, encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    present = cpu_flags(cpuinfo)
+    return [flag for flag in BFLOAT16_FLAGS if flag in present]
 
 
 def resolve_mixed_precision(setting, gpu_names, bfloat16_flags):
