@@ -61,27 +61,19 @@ def resnet50(in_channels, embedding):
     return ResNet50()
 
 
-def build(a):
-    if a.network == "resnet50":
-        return resnet50(a.channels, a.embedding)
-    spec = importlib.util.spec_from_file_location("peer_pml", a.peer_script)
+def load_peer(path):
+    """peer_pml.py as a module: its `build_model` and its CPU accounting (`cpu_snapshot`,
+    `other_cpu_load`), so both scripts build and measure the peer the same way."""
+    spec = importlib.util.spec_from_file_location("peer_pml", path)
     peer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(peer)
+    return peer
+
+
+def build(a, peer):
+    if a.network == "resnet50":
+        return resnet50(a.channels, a.embedding)
     return peer.build_model(a.network, a.channels, a.embedding, "imagenet", a.size)
-
-
-def other_cores(start, end):
-    """Cores other processes kept busy between two (machine busy seconds, own CPU s, wall) marks."""
-    wall = end[2] - start[2]
-    return round(max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / wall, 3) if wall > 0 else None
-
-
-def mark():
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    times = os.times()
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK"), times.user + times.system, \
-        time.perf_counter()
 
 
 def main():
@@ -110,7 +102,8 @@ def main():
     classes, batch = 4 * a.classes_per_batch, a.classes_per_batch * a.images_per_class
     images = torch.from_numpy(rng.integers(0, 256, (classes * 8, a.channels, a.size, a.size), dtype=np.uint8))
     labels = torch.from_numpy(np.repeat(np.arange(classes), 8))
-    model = build(a)
+    peer = load_peer(a.peer_script)
+    model = build(a, peer)
     loss_fn, miner = losses.TripletMarginLoss(margin=0.2), miners.TripletMarginMiner(margin=0.2,
                                                                                       type_of_triplets="semihard")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -118,7 +111,7 @@ def main():
     seconds, start = [], None
     for step in range(a.steps):
         if step == a.warmup:
-            start = mark()
+            start = peer.cpu_snapshot()
         began = time.perf_counter()
         chosen = rng.choice(classes, a.classes_per_batch, replace=False)
         index = torch.from_numpy(np.concatenate([c * 8 + rng.choice(8, a.images_per_class, replace=False)
@@ -134,7 +127,7 @@ def main():
     timed = seconds[a.warmup:]
     result = {"side": "peer", "median_ms": round(1000 * float(np.median(timed)), 3),
               "images_per_sec_median": round(batch / float(np.median(timed)), 2), "timed_steps": len(timed),
-              "other_procs_cpu_cores": other_cores(start, mark()),
+              "other_procs_cpu_cores": peer.other_cpu_load(start, peer.cpu_snapshot()),
               "params": sum(p.numel() for p in model.parameters()),
               "versions": {"torch": torch.__version__}}
     if a.embed_repeats:
