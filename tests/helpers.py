@@ -58,3 +58,19 @@ def tiny_overrides(root, work_dir, name="tiny", plots=False, export_litert=False
         f"evaluation.plots={'true' if plots else 'false'}", "evaluation.tsne_max_points=200",
         f"train.export_litert={'true' if export_litert else 'false'}",
     ]
+
+
+def saved_conv4_with_litert(folder, name="model.keras"):
+    """An untrained conv4 (28 x 28 x 1 images -> 16 dimensions, seed 0) saved as `folder/name`
+    with its LiteRT copy, as train.py leaves it; returns the model and the model file's path."""
+    import keras
+
+    from embedding_net.models import build_embedding_model
+    from embedding_net.training.export import export_litert
+
+    keras.utils.set_random_seed(0)
+    model = build_embedding_model("conv4", (28, 28, 1), 16)
+    path = str(folder / name)
+    model.save(path)
+    export_litert(model, path)
+    return model, path

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import saved_conv4_with_litert
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -25,18 +27,10 @@ def test_import_contracts_are_kept():
 @pytest.fixture(scope="module")
 def litert_run(tmp_path_factory):
     """A saved model with its LiteRT copy, encodings of a labelled folder, and that folder."""
-    import keras
-
     from embedding_net.inference import enroll_folder, save_encodings
-    from embedding_net.models import build_embedding_model
-    from embedding_net.training.export import export_litert
 
     root = tmp_path_factory.mktemp("litert_run")
-    keras.utils.set_random_seed(0)
-    model = build_embedding_model("conv4", (28, 28, 1), 16)
-    path = str(root / "model.keras")
-    model.save(path)
-    export_litert(model, path)
+    model, path = saved_conv4_with_litert(root)
     rng = np.random.default_rng(0)
     for name in ("circle", "cross", "triangle"):
         os.makedirs(root / "folder" / name)

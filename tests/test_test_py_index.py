@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import saved_conv4_with_litert
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -27,17 +29,8 @@ def digest(path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A model.keras with its LiteRT copy and config.yml, a labelled folder, and its index."""
-    import keras
-
-    from embedding_net.models import build_embedding_model
-    from embedding_net.training.export import export_litert
-
     root = tmp_path_factory.mktemp("index_run")
-    keras.utils.set_random_seed(0)
-    model = build_embedding_model("conv4", (28, 28, 1), 16)
-    weights = str(root / "model.keras")
-    model.save(weights)
-    export_litert(model, weights)
+    _, weights = saved_conv4_with_litert(root)
     (root / "config.yml").write_text("loss:\n  distance: euclidean\n")
     rng = np.random.default_rng(0)
     for folder, names in (("folder", ("circle", "cross", "triangle")), ("more", ("star",))):
