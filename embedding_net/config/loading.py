@@ -32,6 +32,10 @@ def _type_name(annotation):
             str: "a string", dict: "a mapping"}[annotation]
 
 
+class _NotFinite(ConfigError):
+    """A number that is NaN or infinite."""
+
+
 def _coerce(key, value, annotation):
     """Checks `value` against `annotation` and returns it in canonical form."""
     origin = typing.get_origin(annotation)
@@ -42,6 +46,8 @@ def _coerce(key, value, annotation):
             if option is not type(None):
                 try:
                     return _coerce(key, value, option)
+                except _NotFinite:
+                    raise  # the right type, a wrong value: say so rather than "number or null"
                 except ConfigError:
                     pass
     elif origin is tuple:
@@ -62,7 +68,7 @@ def _coerce(key, value, annotation):
                 pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise ConfigError(f"{key} must be a finite number, received: {value!r}")
+                raise _NotFinite(f"{key} must be a finite number, received: {value!r}")
             return float(value)
     elif annotation is str:
         if isinstance(value, str):

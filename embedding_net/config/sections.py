@@ -68,17 +68,23 @@ class DataConfig:
 @dataclass(frozen=True)
 class LossConfig:
     """The loss and its settings; which keys apply is the chosen loss's business (its class
-    documents them). `mining` null means the loss's own default."""
+    documents them). A null setting (`mining`, `margin`, ...) means the loss's own default."""
 
     name: str = "triplet"
     mining: typing.Optional[str] = None
-    margin: float = field(default=0.2, metadata=_at_least(0.0))
-    scale: float = field(default=30.0, metadata={"min": 0.0, "exclusive": True})
+    margin: typing.Optional[float] = field(default=None, metadata=_at_least(0.0))
+    scale: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
     soft_margin: bool = False
     cross_replica: bool = False
     positive_margin: float = field(default=0.0, metadata=_at_least(0.0))
     negative_margin: float = field(default=1.0, metadata={"min": 0.0, "exclusive": True})
     distance: str = field(default="euclidean", metadata=_registry(f"{_PACKAGE}.evaluation.distances:list_distances"))
+    alpha: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
+    beta: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
+    base: typing.Optional[float] = field(default=None, metadata={"min": -1.0, "max": 1.0})
+    mining_epsilon: typing.Optional[float] = field(default=None, metadata=_at_least(0.0))
+    temperature: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
+    gamma: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
 
 
 @dataclass(frozen=True)

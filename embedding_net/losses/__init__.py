@@ -6,9 +6,12 @@
 
 from embedding_net.losses.registry import ARCHITECTURES, get_loss, list_losses, loss_settings, register_loss
 from embedding_net.losses.arcface import ArcFace, build_arcface_model
+from embedding_net.losses.circle import CircleLoss
 from embedding_net.losses.contrastive import BatchContrastiveLoss, ContrastiveLoss
+from embedding_net.losses.multi_similarity import MultiSimilarityLoss, multi_similarity_pairs
+from embedding_net.losses.supcon import SupConLoss
 from embedding_net.losses.triplet import TripletLoss, TripletMarginLoss, triplet_loss
 
-__all__ = ["ARCHITECTURES", "ArcFace", "BatchContrastiveLoss", "ContrastiveLoss",
-           "TripletLoss", "TripletMarginLoss", "build_arcface_model", "get_loss", "list_losses",
-           "loss_settings", "register_loss", "triplet_loss"]
+__all__ = ["ARCHITECTURES", "ArcFace", "BatchContrastiveLoss", "CircleLoss", "ContrastiveLoss",
+           "MultiSimilarityLoss", "SupConLoss", "TripletLoss", "TripletMarginLoss", "build_arcface_model", "get_loss", "list_losses",
+           "loss_settings", "multi_similarity_pairs", "register_loss", "triplet_loss"]

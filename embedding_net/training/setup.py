@@ -12,6 +12,7 @@ from embedding_net.errors import ConfigError
 from embedding_net.training.generators.pairs import PairGenerator
 from embedding_net.training.generators.triplets import TripletGenerator
 from embedding_net.losses.registry import get_loss, loss_settings
+from embedding_net.losses.triplet import TripletLoss
 from embedding_net.models.architectures import get_architecture
 from embedding_net.registry import constructor_arguments
 from embedding_net.mining.monitors import collapse_monitors
@@ -67,8 +68,11 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
             val_data = batches(config, val_folder, val_images, seed + 1,
                                min(data.classes_per_batch, len(val_folder.class_names)))
         if loss.name != "arcface":
-            return TrainingSetup(model, build_loss(loss), collapse_monitors(loss.margin, loss.distance),
-                                 train_data, val_data)
+            built = build_loss(loss)
+            # The active-triplet monitor measures at the loss's margin where it is a triplet
+            # margin, and at the triplet loss's default otherwise.
+            margin = built.margin if isinstance(built, TripletLoss) else TripletLoss().margin
+            return TrainingSetup(model, built, collapse_monitors(margin, loss.distance), train_data, val_data)
         names = train_folder.class_names
         if val_data is not None and set(val_folder.class_names) <= set(names):
             # Validation loss needs the val images labelled with the training classes' centres.
@@ -98,7 +102,8 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
                       augment=augment, embedding_model=model, **mining)
         if architecture == "siamese":
             return PairGenerator.from_folder(folder, images, **common)
-        return TripletGenerator.from_folder(folder, images, margin=loss.margin, **common)
+        margin = {} if loss.margin is None else {"margin": loss.margin}
+        return TripletGenerator.from_folder(folder, images, **margin, **common)
 
     train_data = generator(train_folder, train_images, seed, augment)
     val_data = None

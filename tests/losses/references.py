@@ -1,0 +1,95 @@
+"""Brute-force NumPy references of the pair-based losses: loops over anchors and pairs in
+float64, written from the papers and pytorch-metric-learning's definitions, sharing no code
+with the package; and central finite differences for their gradients."""
+
+import numpy as np
+
+
+def cosine_matrix(embeddings):
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return unit @ unit.T
+
+
+def _log1p_sum_exp(values):
+    return float(np.log1p(np.sum(np.exp(values)))) if len(values) else 0.0
+
+
+def _logsumexp(values):
+    values = np.asarray(values, float)
+    peak = values.max()
+    return float(peak + np.log(np.sum(np.exp(values - peak))))
+
+
+def pairs_of(labels, a):
+    positives = [j for j in range(len(labels)) if j != a and labels[j] == labels[a]]
+    negatives = [j for j in range(len(labels)) if labels[j] != labels[a]]
+    return positives, negatives
+
+
+def multi_similarity(labels, embeddings, alpha=2.0, beta=50.0, base=0.5, mining_epsilon=None):
+    s = cosine_matrix(embeddings)
+    total = 0.0
+    for a in range(len(labels)):
+        positives, negatives = pairs_of(labels, a)
+        if mining_epsilon is not None:
+            if not positives or not negatives:
+                positives, negatives = [], []
+            else:
+                kept_p = [p for p in positives if s[a, p] - mining_epsilon < max(s[a, n] for n in negatives)]
+                kept_n = [n for n in negatives if s[a, n] + mining_epsilon > min(s[a, p] for p in positives)]
+                positives, negatives = kept_p, kept_n
+        total += _log1p_sum_exp([-alpha * (s[a, p] - base) for p in positives]) / alpha
+        total += _log1p_sum_exp([beta * (s[a, n] - base) for n in negatives]) / beta
+    return total / len(labels)
+
+
+def _mean_of_positive(values):
+    values = [v for v in values if v > 0]
+    return sum(values) / len(values) if values else 0.0
+
+
+def supcon(labels, embeddings, temperature=0.1):
+    s = cosine_matrix(embeddings) / temperature
+    if not any(pairs_of(labels, a)[0] for a in range(len(labels))) or len(set(labels)) < 2:
+        return 0.0
+    losses = []
+    for a in range(len(labels)):
+        positives, negatives = pairs_of(labels, a)
+        if not positives:
+            continue
+        denominator = _logsumexp([s[a, j] for j in positives + negatives])
+        losses.append(-np.mean([s[a, p] - denominator for p in positives]))
+    return _mean_of_positive(losses)
+
+
+def circle(labels, embeddings, margin=0.4, gamma=80.0):
+    """The value; the gradient's weights alpha_p, alpha_n are constants (see `circle_weights`)."""
+    return circle_with_weights(labels, embeddings, cosine_matrix(embeddings), margin, gamma)
+
+
+def circle_with_weights(labels, embeddings, weights_from, margin=0.4, gamma=80.0):
+    """Circle loss with the pair weights computed from the similarity matrix `weights_from`
+    (held fixed when differentiating, as the paper's stop-gradient)."""
+    s = cosine_matrix(embeddings)
+    losses = []
+    for a in range(len(labels)):
+        positives, negatives = pairs_of(labels, a)
+        if not positives or not negatives:
+            continue
+        positive = [-gamma * max(1 + margin - weights_from[a, p], 0) * (s[a, p] - (1 - margin)) for p in positives]
+        negative = [gamma * max(weights_from[a, n] + margin, 0) * (s[a, n] - margin) for n in negatives]
+        x = _logsumexp(positive) + _logsumexp(negative)
+        losses.append(float(np.logaddexp(0.0, x)))
+    return _mean_of_positive(losses)
+
+
+def numerical_gradient(function, embeddings, step=1e-6):
+    """Central differences of the scalar `function(embeddings)`, in float64."""
+    embeddings = np.asarray(embeddings, np.float64)
+    gradient = np.zeros_like(embeddings)
+    for index in np.ndindex(embeddings.shape):
+        up, down = embeddings.copy(), embeddings.copy()
+        up[index] += step
+        down[index] -= step
+        gradient[index] = (function(up) - function(down)) / (2 * step)
+    return gradient
