@@ -9,7 +9,7 @@ from embedding_net.data import get_augmentation, get_dataset, list_augmentations
 from embedding_net.data.augmentation import build_augmentation
 from embedding_net.errors import ConfigError
 from embedding_net.evaluation import get_distance, list_distances
-from embedding_net.losses import ARCHITECTURES, get_loss, list_losses, loss_settings
+from embedding_net.losses import ARCHITECTURES, get_loss, list_losses, loss_info, loss_settings
 from embedding_net.mining import KINDS, get_mining, list_minings
 from embedding_net.models import get_architecture, get_backbone, list_architectures, list_backbones
 from embedding_net.optim import build_learning_rate, build_optimizer, get_optimizer, get_schedule
@@ -64,14 +64,17 @@ def every_loss():
 @pytest.mark.parametrize("architecture, name", every_loss())
 def test_every_loss_round_trips_through_keras_serialisation(architecture, name):
     cls = get_loss(name, architecture)
-    arguments = {"num_classes": 3} if name == "arcface" else {}
+    info = loss_info(name, architecture)
+    arguments = {"num_classes": 3} if info.get("head") == "logits" else {}
     loss = cls(**arguments)
     config = keras.saving.serialize_keras_object(loss)
     restored = keras.saving.deserialize_keras_object(config, safe_mode=True)
     assert type(restored) is cls and restored.get_config() == loss.get_config()
-    # Every setting the loss declares is a constructor argument or read by the mining generator.
+    # Every setting the loss declares is a constructor argument, read by the mining generator,
+    # or (a proxy loss's) by the training layer: the centres' count and learning rate.
     for key in loss_settings(name, architecture):
-        assert key in restored.get_config() or key in ("mining", "distance")
+        assert key in restored.get_config() or key in ("mining", "distance") or (
+            "head" in info and key in ("sub_centers", "proxy_lr_multiplier"))
 
 
 @pytest.mark.parametrize("kind", KINDS)

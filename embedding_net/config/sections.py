@@ -85,6 +85,8 @@ class LossConfig:
     mining_epsilon: typing.Optional[float] = field(default=None, metadata=_at_least(0.0))
     temperature: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
     gamma: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
+    sub_centers: typing.Optional[int] = field(default=None, metadata=_at_least(1))
+    proxy_lr_multiplier: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,14 @@ import math
 import keras
 from keras import ops
 
+from embedding_net.losses.proxies import ClassCentres
 from embedding_net.losses.registry import register_loss
 
 
-@register_loss("arcface", settings=("scale", "margin"))
+@register_loss("arcface", settings=("scale", "margin", "sub_centers", "proxy_lr_multiplier"), head="logits",
+               proxy_lr_multiplier=1.0)
 @keras.saving.register_keras_serializable(package="embedding_net")
-class ArcFace(keras.layers.Layer):
+class ArcFace(ClassCentres):
     """Cosine logits against trainable class centres, with an additive angular margin.
 
     With e the L2-normalised embedding, W_c the L2-normalised centre of class c, cos_c = e . W_c
@@ -53,37 +55,26 @@ class ArcFace(keras.layers.Layer):
         margin: m, the additive angle in radians, 0 <= m < pi.
         easy_margin: apply the margin only where cos theta > 0 (see above).
         epsilon: the cosines are clamped into [-1 + epsilon, 1 - epsilon], 0 < epsilon < 1.
+        sub_centers: centres per class (sub-center ArcFace, Deng et al. 2020): a class's cosine
+            is its nearest centre's, so noisy images can gather at a centre of their own.
     """
 
-    def __init__(self, num_classes, scale=30.0, margin=0.5, easy_margin=False, epsilon=1e-6, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"`num_classes` must be an integer >= 1. Received: {num_classes!r}")
+    def __init__(self, num_classes, scale=30.0, margin=0.5, easy_margin=False, epsilon=1e-6, sub_centers=1, **kwargs):
+        super().__init__(num_classes, sub_centers=sub_centers, **kwargs)
         if not scale > 0:
             raise ValueError(f"`scale` must be > 0. Received: {scale!r}")
         if not 0 <= margin < math.pi:
             raise ValueError(f"`margin` must be in [0, pi). Received: {margin!r}")
         if not 0 < epsilon < 1:
             raise ValueError(f"`epsilon` must be in (0, 1). Received: {epsilon!r}")
-        self.num_classes = num_classes
         self.scale = float(scale)
         self.margin = float(margin)
         self.easy_margin = bool(easy_margin)
         self.epsilon = float(epsilon)
 
-    def build(self, embeddings_shape, labels_shape=None):
-        self.centers = self.add_weight(
-            name="centers", shape=(embeddings_shape[-1], self.num_classes),
-            initializer="glorot_uniform", dtype="float32")
-
     def cosines(self, embeddings):
-        """The clamped cosines [B, num_classes] between embeddings and class centres."""
-        e = ops.cast(embeddings, "float32")
-        e = e * ops.rsqrt(ops.maximum(ops.sum(ops.square(e), axis=-1, keepdims=True), 1e-12))
-        w = ops.cast(self.centers, "float32")
-        w = w * ops.rsqrt(ops.maximum(ops.sum(ops.square(w), axis=0, keepdims=True), 1e-12))
-        return ops.clip(ops.matmul(e, w), -1.0 + self.epsilon, 1.0 - self.epsilon)
+        """The cosines [B, num_classes] with the class centres, clamped into [-1 + epsilon, 1 - epsilon]."""
+        return ops.clip(super().cosines(embeddings), -1.0 + self.epsilon, 1.0 - self.epsilon)
 
     def call(self, embeddings, labels=None, training=None):
         cosine = self.cosines(embeddings)
@@ -99,13 +90,10 @@ class ArcFace(keras.layers.Layer):
         true_class = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), self.num_classes, dtype="bool")
         return self.scale * ops.where(true_class, shifted, cosine)
 
-    def compute_output_shape(self, embeddings_shape, labels_shape=None):
-        return (embeddings_shape[0], self.num_classes)
-
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "scale": self.scale, "margin": self.margin,
-                       "easy_margin": self.easy_margin, "epsilon": self.epsilon})
+        config.update({"scale": self.scale, "margin": self.margin, "easy_margin": self.easy_margin,
+                       "epsilon": self.epsilon})
         return config
 
 

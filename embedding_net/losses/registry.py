@@ -38,3 +38,9 @@ def list_losses(architecture=None):
 def loss_settings(name, architecture="embedding"):
     """The keys of the config's `loss` section that the loss `name` reads."""
     return _LOSSES[architecture].settings(name)
+
+
+def loss_info(name, architecture="embedding"):
+    """The notes registered with the loss `name` (e.g. `head`: "logits" or "cosines" for the
+    losses that train class centres, and their `proxy_lr_multiplier`); {} when none."""
+    return dict(_LOSSES[architecture].entry(name).info)

@@ -190,7 +190,7 @@ def _compiled_setup(config, model, training_set, splits, resumed):
     # Batch i of the run is the same whether or not it was interrupted before it.
     start_batch = resumed * config.train.steps_per_epoch
     setup = build_training_setup(config, model, training_set, validation_set, start_batch)
-    setup.model.compile(optimizer=run_optimizer(config, model), loss=setup.loss, metrics=setup.metrics)
+    setup.model.compile(optimizer=run_optimizer(config, model, setup.model), loss=setup.loss, metrics=setup.metrics)
     # Left to fit, the optimizer creates its variables inside the first traced step, and
     # TensorFlow then traces the whole step a second time; built now, it is traced once.
     setup.model.optimizer.build(setup.model.trainable_variables)

@@ -6,12 +6,13 @@ import typing
 
 import keras
 
-from embedding_net.losses.arcface import arcface_batches, build_arcface_model
+from embedding_net.losses.arcface import arcface_batches
+from embedding_net.losses.proxies import ClassCentres, build_proxy_model
 from embedding_net.data.augmentation import BatchAugmenter, augment_dataset
 from embedding_net.errors import ConfigError
 from embedding_net.training.generators.pairs import PairGenerator
 from embedding_net.training.generators.triplets import TripletGenerator
-from embedding_net.losses.registry import get_loss, loss_settings
+from embedding_net.losses.registry import get_loss, loss_info, loss_settings
 from embedding_net.losses.triplet import TripletLoss
 from embedding_net.models.architectures import get_architecture
 from embedding_net.registry import constructor_arguments
@@ -34,9 +35,14 @@ def loss_arguments(loss, architecture="embedding"):
             if key in accepted and getattr(loss, key) is not None}
 
 
-def build_loss(loss, architecture="embedding"):
-    """The loss of `loss.name` for `architecture`, from its settings in the config."""
-    return get_loss(loss.name, architecture)(**loss_arguments(loss, architecture))
+def build_loss(loss, architecture="embedding", **arguments):
+    """The loss of `loss.name` for `architecture`, from its settings in the config (and
+    `arguments`, e.g. the number of classes of a layer of class centres)."""
+    return get_loss(loss.name, architecture)(**arguments, **loss_arguments(loss, architecture))
+
+
+def _unchanged(dataset):
+    return dataset
 
 
 class TrainingSetup(typing.NamedTuple):
@@ -67,24 +73,32 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
         if val_folder is not None and len(val_folder.class_names) >= 2:
             val_data = batches(config, val_folder, val_images, seed + 1,
                                min(data.classes_per_batch, len(val_folder.class_names)))
-        if loss.name != "arcface":
+        head_kind = loss_info(loss.name).get("head")
+        if head_kind is None:
             built = build_loss(loss)
             # The active-triplet monitor measures at the loss's margin where it is a triplet
             # margin, and at the triplet loss's default otherwise.
             margin = built.margin if isinstance(built, TripletLoss) else TripletLoss().margin
             return TrainingSetup(model, built, collapse_monitors(margin, loss.distance), train_data, val_data)
         names = train_folder.class_names
+        labelled = arcface_batches if head_kind == "logits" else _unchanged
         if val_data is not None and set(val_folder.class_names) <= set(names):
             # Validation loss needs the val images labelled with the training classes' centres.
-            val_data = arcface_batches(batches(config, val_folder, val_images, seed + 1,
-                                               min(data.classes_per_batch, len(val_folder.class_names)),
-                                               class_names=names))
+            val_data = labelled(batches(config, val_folder, val_images, seed + 1,
+                                        min(data.classes_per_batch, len(val_folder.class_names)),
+                                        class_names=names))
         else:
             val_data = None  # new classes (e.g. Omniglot's evaluation characters) have no centre
-        arcface = build_arcface_model(model, len(names), **loss_arguments(loss))
-        return TrainingSetup(arcface, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                             [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                             arcface_batches(train_data), val_data)
+        if head_kind == "logits":  # ArcFace, CosFace: the layer is the registered loss
+            head = build_loss(loss, num_classes=len(names), name=loss.name)
+            training_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        else:  # Proxy Anchor: a loss on the cosines to the centres
+            head = ClassCentres(len(names), name=loss.name,
+                                **({} if loss.sub_centers is None else {"sub_centers": loss.sub_centers}))
+            training_loss, metrics = build_loss(loss), []
+        return TrainingSetup(build_proxy_model(model, head, name=f"{loss.name}_model"), training_loss, metrics,
+                             labelled(train_data), val_data)
 
     if train_images is None:
         raise ConfigError(f"model.architecture {architecture} mines with the live model and needs the "
@@ -141,14 +155,21 @@ def schedule_callbacks(train, monitor):
                              train.decay_factor, train.early_stopping_patience)
 
 
-def run_optimizer(config, model):
+def run_optimizer(config, model, training_model=None):
     """The optimizer of `train`, the backbone's variables (of the embedding `model`) at
     `train.backbone_lr_multiplier` times the learning rate, each transformer block further at
-    `train.layer_decay` ** (its depth from the top)."""
-    optimizer, train = optimizer_from_config(config.train), config.train
-    if train.backbone_lr_multiplier == 1.0 and train.layer_decay == 1.0:
-        return optimizer
-    tower = model.get_layer(config.model.backbone)  # every tower is named after its backbone
-    blocks = transformer_blocks(tower) if train.layer_decay != 1.0 else ()
-    return LearningRateMultipliers(optimizer, backbone_multipliers(
-        tower, multiplier=train.backbone_lr_multiplier, blocks=blocks, layer_decay=train.layer_decay))
+    `train.layer_decay` ** (its depth from the top), and the class centres of a proxy loss (in
+    `training_model`) at `loss.proxy_lr_multiplier` times it (null: the loss's own default)."""
+    optimizer, train, loss = optimizer_from_config(config.train), config.train, config.loss
+    multipliers = {}
+    info = loss_info(loss.name) if config.model.architecture == "embedding" else {}
+    proxy_multiplier = loss.proxy_lr_multiplier if loss.proxy_lr_multiplier is not None else info.get("proxy_lr_multiplier", 1.0)
+    if "head" in info and proxy_multiplier != 1.0 and training_model is not None:
+        head = training_model.get_layer(loss.name)  # the centres layer is named after its loss
+        multipliers.update({variable.path: proxy_multiplier for variable in head.trainable_variables})
+    if train.backbone_lr_multiplier != 1.0 or train.layer_decay != 1.0:
+        tower = model.get_layer(config.model.backbone)  # every tower is named after its backbone
+        blocks = transformer_blocks(tower) if train.layer_decay != 1.0 else ()
+        multipliers.update(backbone_multipliers(
+            tower, multiplier=train.backbone_lr_multiplier, blocks=blocks, layer_decay=train.layer_decay))
+    return LearningRateMultipliers(optimizer, multipliers) if multipliers else optimizer

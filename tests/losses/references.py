@@ -93,3 +93,32 @@ def numerical_gradient(function, embeddings, step=1e-6):
         down[index] -= step
         gradient[index] = (function(up) - function(down)) / (2 * step)
     return gradient
+
+
+def proxy_anchor(labels, embeddings, proxies, margin=0.1, alpha=32.0):
+    """Proxy Anchor with one proxy per row of `proxies` [C, D], as a loop over proxies."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    centres = proxies / np.linalg.norm(proxies, axis=1, keepdims=True)
+    cos = unit @ centres.T
+    present = [c for c in range(len(proxies)) if np.any(labels == c)]
+    positive = sum(_log1p_sum_exp([-alpha * (cos[i, c] - margin) for i in range(len(labels)) if labels[i] == c])
+                   for c in present)
+    negative = sum(_log1p_sum_exp([alpha * (cos[i, c] + margin) for i in range(len(labels)) if labels[i] != c])
+                   for c in range(len(proxies)))
+    return (positive / len(present) if present else 0.0) + negative / len(proxies)
+
+
+def cosface(labels, embeddings, centres, scale=64.0, margin=0.35, sub_centers=1):
+    """Mean cross-entropy of CosFace logits; `centres` [D, C * sub_centers], class c owning
+    columns c * sub_centers ... (c + 1) * sub_centers - 1."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    columns = centres / np.linalg.norm(centres, axis=0, keepdims=True)
+    cos = unit @ columns
+    classes = cos.shape[1] // sub_centers
+    cos = cos.reshape(len(labels), classes, sub_centers).max(axis=2)
+    total = 0.0
+    for i, label in enumerate(labels):
+        logits = scale * cos[i].copy()
+        logits[label] = scale * (cos[i, label] - margin)
+        total += _logsumexp(logits) - logits[label]
+    return total / len(labels)

@@ -327,6 +327,7 @@ def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
     from embedding_net.training.generators.pairs import PairGenerator
     from embedding_net.training.generators.triplets import TripletGenerator
     from embedding_net.losses.contrastive import ContrastiveLoss
+    from embedding_net.losses.proxies import ProxyAnchorLoss
     from embedding_net.losses.triplet import TripletMarginLoss
     from embedding_net.models.builders import build_embedding_model
 
@@ -355,6 +356,13 @@ def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
     assert arcface.val_data is None  # Omniglot's val characters are new: they have no centre
     (images, labels), targets = next(iter(arcface.train_data))
     assert images.shape == (16, 28, 28, 1) and np.array_equal(labels, targets)
+    model, cosface = setup("loss.name=cosface", "loss.sub_centers=2", "loss.distance=cosine")
+    assert cosface.model.get_layer("cosface").sub_centers == 2 and cosface.metrics
+    model, proxy_anchor = setup("loss.name=proxy_anchor", "loss.alpha=16", "loss.distance=cosine")
+    assert isinstance(proxy_anchor.loss, ProxyAnchorLoss) and proxy_anchor.loss.alpha == 16.0
+    assert proxy_anchor.model.get_layer("proxy_anchor").num_classes == 50
+    images, labels = next(iter(proxy_anchor.train_data))  # images alone in: no margin needs the label
+    assert images.shape == (16, 28, 28, 1) and proxy_anchor.model(images).shape == (16, 50)
     with pytest.raises(ConfigError, match="needs the images in memory: set data.cache: memory"):
         setup("model.architecture=triplet", "data.cache=none")
 
