@@ -35,6 +35,8 @@ def read_history(run_dir):
 ARCHITECTURES = [
     pytest.param((), True, id="in_batch"),
     pytest.param(("model.architecture=triplet", "data.batch_size=8"), False, id="triplet_generator"),
+    # The proxies live in the training model: its backup holds them and their optimizer state.
+    pytest.param(("loss.name=proxy_anchor", "loss.distance=cosine"), True, id="proxy_anchor"),
 ]
 
 
