@@ -143,7 +143,9 @@ def check_components(raw):
         for section, values in raw.items():
             for key in values if isinstance(values, dict) else ():
                 full = f"{section}.{key}"
-                if full in owned and full not in chosen and not _chosen_elsewhere(raw, family, full):
+                # null is every setting's "not set", so `--set loss.mining=null` drops a base config's key.
+                if (full in owned and values[key] is not None and full not in chosen
+                        and not _chosen_elsewhere(raw, family, full)):
                     takes = ", ".join(sorted(key.removeprefix(f"{section}.") for key in chosen)) or "no settings"
                     raise ConfigError(f"{full} is not a setting of {family.describe(raw)}; it takes: {takes}")
 

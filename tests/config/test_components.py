@@ -141,3 +141,14 @@ def test_saved_configs_hold_only_what_applies_and_load_back_the_same(tmp_path):
         assert set(saved["train"]) >= set(optimizer_settings(config.train.optimizer))
         assert set(saved["loss"]) - {"name", "distance"} == set(loss_settings(config.loss.name, config.model.architecture)) - {"distance"}
         assert config_from_dict(config_to_dict(config)) == config
+
+
+def test_null_drops_a_setting_the_new_loss_does_not_take(tmp_path):
+    # configs/omniglot.yml sets loss.mining and loss.margin; switching it to a proxy loss drops them.
+    import os
+
+    shipped = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "omniglot.yml")
+    with pytest.raises(ConfigError, match="loss.mining is not a setting of the proxy_anchor loss"):
+        load_config(shipped, ["loss.name=proxy_anchor"])
+    config = load_config(shipped, ["loss.name=proxy_anchor", "loss.mining=null", "loss.margin=null"])
+    assert config.loss.mining is None and config.loss.margin is None
