@@ -94,8 +94,7 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
             training_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         else:  # Proxy Anchor: a loss on the cosines to the centres
-            head = ClassCentres(len(names), name=loss.name,
-                                **({} if loss.sub_centers is None else {"sub_centers": loss.sub_centers}))
+            head = ClassCentres(len(names), name=loss.name)
             training_loss, metrics = build_loss(loss), []
         return TrainingSetup(build_proxy_model(model, head, name=f"{loss.name}_model"), training_loss, metrics,
                              labelled(train_data), val_data)

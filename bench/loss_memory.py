@@ -1,0 +1,139 @@
+"""Peak memory of every loss and its gradient at batch 256, 1,024 and 8,192 (embedding 128).
+
+Each (loss, batch) runs in its own subprocess: P x K labels (K = 4), random unit embeddings
+[B, 128], and a traced function that returns the loss and its gradient with respect to the
+embeddings. The function runs once at batch 16 to warm up; then the process's resident-memory
+high-water mark is reset (/proc/self/clear_refs) and the function runs at B: peak = VmHWM - VmRSS
+before that call, i.e. what the loss and its gradient allocate beyond the inputs, with the
+tracing for B's shape (a few MiB; B = 256 shows it). The time is a second call's, traced already. Losses with class
+centres (ArcFace, CosFace, Proxy Anchor) take 1,000 classes. One B x B float32 matrix is 256 MiB
+at 8,192; the goal is the loss with its gradient within 2 GiB there.
+
+    python bench/loss_memory.py                       # bench/results/loss_memory.json
+    python bench/loss_memory.py --batches 256 1024    # a quick look
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import lib
+
+NAME = "loss_memory"
+GOAL_BYTES = 2 * 2**30
+CENTRES = 1000
+
+# name -> the registry name and settings; the same table as bench/parity.py's ours.
+LOSSES = {
+    "triplet (semi_hard)": {"name": "triplet", "mining": "semi_hard"},
+    "triplet (hard)": {"name": "triplet", "mining": "hard"},
+    "triplet (all)": {"name": "triplet", "mining": "all"},
+    "contrastive": {"name": "contrastive"},
+    "multi_similarity": {"name": "multi_similarity"},
+    "multi_similarity + miner": {"name": "multi_similarity", "mining_epsilon": 0.1},
+    "supcon": {"name": "supcon"},
+    "circle": {"name": "circle"},
+    "arcface": {"name": "arcface"},
+    "cosface": {"name": "cosface"},
+    "proxy_anchor": {"name": "proxy_anchor"},
+}
+
+
+def _status(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def worker(name, batch, dim):
+    import numpy as np
+
+    import embedding_net  # noqa: F401  (before TensorFlow, see bench/lib)
+    import keras
+    import tensorflow as tf
+
+    from embedding_net.losses import ClassCentres, get_loss, loss_info
+
+    settings = dict(LOSSES[name])
+    registered = settings.pop("name")
+    def batch_of(size):
+        rng = np.random.default_rng(0)
+        labels = tf.constant(np.repeat(np.arange(size // 4) % CENTRES, 4).astype("int32"))
+        embeddings = rng.normal(size=(size, dim)).astype("float32")
+        return labels, tf.constant(embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True))
+
+    head = loss_info(registered).get("head")
+    if head is None:
+        loss = get_loss(registered)(**settings)
+        value_of = lambda labels, e: loss(labels, e)  # noqa: E731
+    elif head == "logits":
+        layer = get_loss(registered)(CENTRES, **settings)
+        cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        value_of = lambda labels, e: cross_entropy(labels, layer(e, labels, training=True))  # noqa: E731
+    else:
+        layer, loss = ClassCentres(CENTRES), get_loss(registered)(**settings)
+        value_of = lambda labels, e: loss(labels, layer(e))  # noqa: E731
+
+    @tf.function
+    def loss_and_gradient(labels, e):
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            value = value_of(labels, e)
+        return value, tape.gradient(value, e)
+
+    # Warm up at batch 16 (TensorFlow's start-up, the centres): the allocator's pools then hold
+    # nothing of batch B's size, which a warm-up at B would leave behind and hide.
+    value, gradient = loss_and_gradient(*batch_of(16))
+    float(value), gradient.numpy()
+    labels, embeddings = batch_of(batch)
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # resets VmHWM to the current resident size
+    before = _status("VmRSS")
+    value, gradient = loss_and_gradient(labels, embeddings)  # traced for B, then run
+    finite = bool(np.isfinite(float(value)) and np.isfinite(gradient.numpy()).all())
+    peak = _status("VmHWM") - before
+    started = time.perf_counter()
+    float(loss_and_gradient(labels, embeddings)[0])  # traced already: the loss and gradient alone
+    lib.worker_reply({"peak_bytes": peak, "seconds": round(time.perf_counter() - started, 3), "finite": finite})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 8192])
+    parser.add_argument("--losses", nargs="+", choices=sorted(LOSSES), default=list(LOSSES))
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--output", default=lib.default_output(NAME))
+    parser.add_argument("--worker", nargs=2, metavar=("LOSS", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker[0], int(args.worker[1]), args.dim)
+    rows = {}
+    for name in args.losses:
+        for batch in args.batches:
+            rc, out, err, wall, _, reply = lib.run_subprocess(
+                [sys.executable, __file__, "--worker", name, str(batch), "--dim", str(args.dim)], timeout=1800)
+            if reply is None:
+                reply = {"error": (err or out).strip().splitlines()[-1:] or [f"exit {rc}"]}
+            rows.setdefault(name, {})[str(batch)] = reply
+            print(name, batch, json.dumps(reply), flush=True)
+    result = {"dim": args.dim, "centres": CENTRES, "goal_bytes": GOAL_BYTES, "losses": rows,
+              "machine": lib.host_info()}
+    lib.atomic_write_json(args.output, result)
+
+    def cell(reply):
+        if "peak_bytes" not in reply:
+            return "failed"
+        mark = "" if reply["peak_bytes"] <= GOAL_BYTES else " (over 2 GiB)"
+        return f"{reply['peak_bytes'] / 2**20:,.0f} MiB, {reply['seconds']:.2f} s{mark}"
+
+    lib.print_table(f"Loss + gradient, peak memory and time (embedding {args.dim}; {lib.host_info()['cpu']})",
+                    ["loss", *[f"B = {b:,}" for b in args.batches]],
+                    [[name, *[cell(rows[name][str(b)]) for b in args.batches]] for name in rows])
+    print(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main()
