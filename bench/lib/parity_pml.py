@@ -7,7 +7,8 @@ CASES.json lists the cases `{"name", "pml", "inputs"}`: `inputs` is an .npz of `
 `embeddings` [B, D] and, for the losses with class centres, `weights` [D, C * sub_centers]
 (PML's `W` layout; Proxy Anchor's proxies are its transpose). For every case this writes next
 to the inputs `<inputs>.pml.npz` with `value` and `gradient` (d value / d embeddings) in
-float64 and in float32, with PML's default reducer of each loss.
+float64 and in float32, with PML's default reducer of each loss, and `centres` (d value / d
+weights, in the same layout) where the loss has class centres.
 """
 
 import json
@@ -55,7 +56,10 @@ def run(spec, arrays, dtype):
     indices = miner(embeddings, labels) if miner is not None else None
     value = loss(embeddings, labels, indices) if indices is not None else loss(embeddings, labels)
     value.backward()
-    return float(value.detach()), embeddings.grad.detach().double().numpy()
+    centres = None
+    if "weights" in arrays:  # the gradient of the centres, in the saved layout [D, C * sub_centers]
+        centres = (loss.proxies.grad.T if spec["loss"] == "ProxyAnchorLoss" else loss.W.grad).detach().double().numpy()
+    return float(value.detach()), embeddings.grad.detach().double().numpy(), centres
 
 
 def main(cases_path):
@@ -66,8 +70,10 @@ def main(cases_path):
             arrays = dict(data)
         result = {}
         for suffix, dtype in (("64", torch.float64), ("32", torch.float32)):
-            value, gradient = run(case["pml"], arrays, dtype)
+            value, gradient, centres = run(case["pml"], arrays, dtype)
             result[f"value{suffix}"], result[f"gradient{suffix}"] = np.float64(value), gradient
+            if centres is not None:
+                result[f"centres{suffix}"] = centres
         np.savez(case["inputs"][:-4] + ".pml.npz", **result)
     import pytorch_metric_learning
 
