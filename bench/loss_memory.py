@@ -52,10 +52,9 @@ def worker(name, batch, dim):
     import numpy as np
 
     import embedding_net  # noqa: F401  (before TensorFlow, see bench/lib)
-    import keras
     import tensorflow as tf
 
-    from embedding_net.losses import ClassCentres, get_loss, loss_info
+    from embedding_net.losses import batch_loss
 
     settings = dict(LOSSES[name])
     registered = settings.pop("name")
@@ -65,17 +64,7 @@ def worker(name, batch, dim):
         embeddings = rng.normal(size=(size, dim)).astype("float32")
         return labels, tf.constant(embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True))
 
-    head = loss_info(registered).get("head")
-    if head is None:
-        loss = get_loss(registered)(**settings)
-        value_of = lambda labels, e: loss(labels, e)  # noqa: E731
-    elif head == "logits":
-        layer = get_loss(registered)(CENTRES, **settings)
-        cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        value_of = lambda labels, e: cross_entropy(labels, layer(e, labels, training=True))  # noqa: E731
-    else:
-        layer, loss = ClassCentres(CENTRES), get_loss(registered)(**settings)
-        value_of = lambda labels, e: loss(labels, layer(e))  # noqa: E731
+    value_of, _ = batch_loss(registered, num_classes=CENTRES, **settings)
 
     @tf.function
     def loss_and_gradient(labels, e):

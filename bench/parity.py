@@ -74,38 +74,24 @@ def make_inputs(seed, settings, classes, per_class, dim, num_classes):
 
 
 def ours(settings, arrays):
-    """Our loss's value and gradient with respect to the embeddings, float32 as in training."""
+    """Our loss's value, its gradient with respect to the embeddings and to the class centres
+    (None without centres), in float32 as in training."""
     import tensorflow as tf
 
-    from embedding_net.losses import ClassCentres, get_loss, loss_info
+    from embedding_net.losses import batch_loss
 
     settings = dict(settings)
-    name = settings.pop("name")
-    head = loss_info(name).get("head")
     embeddings = tf.Variable(arrays["embeddings"])
-    labels = arrays["labels"]
-    if head is None:
-        loss = get_loss(name)(**settings)
-        function = lambda: loss(labels, embeddings)  # noqa: E731
-    else:
-        num_classes = int(arrays["num_classes"])
-        if head == "logits":  # the layer is the loss; trained with cross-entropy, as PML's
-            import keras
-
-            layer = get_loss(name)(num_classes, **settings)
-            cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            function = lambda: cross_entropy(labels, layer(embeddings, labels, training=True))  # noqa: E731
-        else:
-            layer = ClassCentres(num_classes, sub_centers=settings.pop("sub_centers", 1))
-            loss = get_loss(name)(**settings)
-            function = lambda: loss(labels, layer(embeddings))  # noqa: E731
+    loss, layer = batch_loss(settings.pop("name"), num_classes=int(arrays["num_classes"]), **settings)
+    function = lambda: loss(arrays["labels"], embeddings)  # noqa: E731
+    if layer is not None:
         layer.build(embeddings.shape)
         layer.centers.assign(arrays["weights"])
-    sources = [embeddings] if head is None else [embeddings, layer.centers]
+    sources = [embeddings] if layer is None else [embeddings, layer.centers]
     with tf.GradientTape() as tape:
         value = function()
     gradients = [g.numpy().astype(np.float64) for g in tape.gradient(value, sources)]
-    return float(value), gradients[0], (gradients[1] if head else None)
+    return float(value), gradients[0], (gradients[1] if layer is not None else None)
 
 
 def relative(ours_value, ours_gradient, value, gradient):

@@ -175,3 +175,25 @@ def build_proxy_model(embedding_model, head, name="proxy_model"):
         return keras.Model(image, head(embedding_model(image)), name=name)
     label = keras.Input((), dtype="int32", name="label")
     return keras.Model([image, label], head(embedding_model(image), label), name=name)
+
+
+def batch_loss(name, num_classes=None, **settings):
+    """Any registered embedding loss as one function `value = loss(labels[B], embeddings[B, D])`,
+    the class centres included where the loss has them (`num_classes` of them): for a look at a
+    loss on a batch, its gradient or its memory, outside a training model. Returns the function
+    and the centres layer (None for the pair-based losses); the layer builds on the first call.
+    """
+    from embedding_net.losses.registry import get_loss, loss_info
+
+    head = loss_info(name).get("head")
+    if head is None:
+        loss = get_loss(name)(**settings)
+        return (lambda labels, embeddings: loss(labels, embeddings)), None
+    if num_classes is None:
+        raise ValueError(f"the {name} loss trains class centres: pass num_classes")
+    if head == "logits":  # the layer is the loss, trained with cross-entropy on its logits
+        layer = get_loss(name)(num_classes, **settings)
+        cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return (lambda labels, embeddings: cross_entropy(labels, layer(embeddings, labels, training=True))), layer
+    layer, loss = ClassCentres(num_classes), get_loss(name)(**settings)
+    return (lambda labels, embeddings: loss(labels, layer(embeddings))), layer

@@ -97,3 +97,15 @@ def test_proxy_models_save_reload_and_keep_the_tower(head, tmp_path):
 def test_errors_echo_the_value(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_batch_loss_runs_every_loss_on_a_batch_and_asks_for_the_classes():
+    from embedding_net.losses import batch_loss, list_losses, loss_info
+
+    labels, embeddings = batch(2)
+    for name in list_losses("embedding"):
+        loss, layer = batch_loss(name, num_classes=4)
+        assert np.isfinite(float(loss(labels, embeddings.astype("float32")))), name
+        assert (layer is None) == ("head" not in loss_info(name)), name
+    with pytest.raises(ValueError, match="the cosface loss trains class centres: pass num_classes"):
+        batch_loss("cosface")
