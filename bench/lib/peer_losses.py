@@ -22,11 +22,11 @@ import sys
 PEER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))), "shared", "bench", "peer_pml.py")
 
-# name -> (PML loss class, its options, miner class and options or None, proxy lr multiplier)
+# name -> (PML loss class, its options, miner class and options or None, proxy lr multiplier),
+# the settings of our configs/omniglot_<name>.yml
 LOSSES = {
-    "multi_similarity": ("MultiSimilarityLoss", {"alpha": 2.0, "beta": 50.0, "base": 0.5},
-                         ("MultiSimilarityMiner", {"epsilon": 0.1}), None),
-    "supcon": ("SupConLoss", {"temperature": 0.1}, None, None),
+    "multi_similarity": ("MultiSimilarityLoss", {"alpha": 2.0, "beta": 50.0, "base": 0.5}, None, None),
+    "supcon": ("SupConLoss", {"temperature": 0.05}, None, None),
     "circle": ("CircleLoss", {"m": 0.4, "gamma": 80.0}, None, None),
     "proxy_anchor": ("ProxyAnchorLoss", {"margin": 0.1, "alpha": 32.0}, None, 100.0),
     "cosface": ("CosFaceLoss", {"margin": 0.1, "scale": 16.0}, None, 1.0),  # configs/omniglot_cosface.yml's
