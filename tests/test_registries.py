@@ -71,10 +71,12 @@ def test_every_loss_round_trips_through_keras_serialisation(architecture, name):
     restored = keras.saving.deserialize_keras_object(config, safe_mode=True)
     assert type(restored) is cls and restored.get_config() == loss.get_config()
     # Every setting the loss declares is a constructor argument, read by the mining generator,
-    # or (a proxy loss's) by the training layer: the centres' count and learning rate.
+    # (a proxy loss's) by the training layer: the centres' count and learning rate, or (a
+    # pair-based loss's) by its cross-batch memory, which must then give it references.
     for key in loss_settings(name, architecture):
         assert key in restored.get_config() or key in ("mining", "distance") or (
-            "head" in info and key in ("sub_centers", "proxy_lr_multiplier"))
+            "head" in info and key in ("sub_centers", "proxy_lr_multiplier")) or (
+            key in ("memory_size", "memory_warmup_steps") and callable(getattr(loss, "references_loss", None)))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -87,6 +87,10 @@ class LossConfig:
     gamma: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
     sub_centers: typing.Optional[int] = field(default=None, metadata=_at_least(1))
     proxy_lr_multiplier: typing.Optional[float] = field(default=None, metadata={"min": 0.0, "exclusive": True})
+    # Cross-batch memory (embedding_net.losses.memory): the last memory_size embeddings as extra
+    # references, once the memory is full and memory_warmup_steps steps have run.
+    memory_size: typing.Optional[int] = field(default=None, metadata=_at_least(1))
+    memory_warmup_steps: int = field(default=0, metadata=_at_least(0))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from embedding_net.losses.reduction import mean_of_nonzero
 from embedding_net.losses.registry import register_loss
 
 
-@register_loss("circle", settings=("margin", "gamma", "cross_replica"))
+@register_loss("circle", settings=("margin", "gamma", "cross_replica", "memory_size", "memory_warmup_steps"))
 @keras.saving.register_keras_serializable(package="embedding_net")
 class CircleLoss(PairBasedLoss):
     """Circle loss on cosine similarities s, with relaxation m and scale gamma.

@@ -4,6 +4,7 @@ pairs (`ContrastiveLoss`), and over every pair of a P x K batch (`BatchContrasti
 import keras
 from keras import ops
 
+from embedding_net.losses.pair_based import with_memory
 from embedding_net.losses.reduction import gather_across_replicas, mean_of_nonzero, scale_for_replicas
 from embedding_net.losses.registry import register_loss
 from embedding_net.mining import rules
@@ -41,7 +42,7 @@ class ContrastiveLoss(keras.losses.Loss):
         return config
 
 
-@register_loss("contrastive")
+@register_loss("contrastive", settings=("positive_margin", "negative_margin", "distance", "cross_replica", "memory_size", "memory_warmup_steps"))
 @keras.saving.register_keras_serializable(package="embedding_net")
 class BatchContrastiveLoss(keras.losses.Loss):
     """Contrastive loss over every pair of a P x K batch, with two margins.
@@ -78,12 +79,24 @@ class BatchContrastiveLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         if self.cross_replica:
             y_true, y_pred, _ = gather_across_replicas(y_true, y_pred)
-        labels = ops.reshape(y_true, (-1,))
-        distances = pairwise_distances(y_pred, self.distance)
-        positive = mean_of_nonzero(ops.relu(distances - self.positive_margin), rules.positive_mask(labels))
-        negative = mean_of_nonzero(ops.relu(self.negative_margin - distances), rules.negative_mask(labels))
         # A scalar passes Keras' reduction untouched, so the replica scaling is done here.
-        return scale_for_replicas(positive + negative)
+        return scale_for_replicas(self._pair_terms(ops.reshape(y_true, (-1,)), y_pred))
+
+    def references_loss(self, labels, embeddings, memory_labels, memory_embeddings):
+        """The loss of the batch's anchors against the batch followed by a cross-batch memory
+        (`embedding_net.losses.memory`); no gradient flows into the memory."""
+        everything, every_label = with_memory(labels, embeddings, memory_labels, memory_embeddings)
+        anchors = ops.arange(ops.shape(every_label)[0]) < ops.shape(embeddings)[0]
+        return self._pair_terms(every_label, everything, anchors[:, None])
+
+    def _pair_terms(self, labels, embeddings, anchors=True):
+        """The mean of the non-zero positive terms plus that of the negative ones, over pairs
+        whose first member is an anchor (`anchors`: a boolean column, or every row)."""
+        distances = pairwise_distances(embeddings, self.distance)
+        positives = ops.logical_and(rules.positive_mask(labels), anchors)
+        negatives = ops.logical_and(rules.negative_mask(labels), anchors)
+        return (mean_of_nonzero(ops.relu(distances - self.positive_margin), positives)
+                + mean_of_nonzero(ops.relu(self.negative_margin - distances), negatives))
 
     def get_config(self):
         config = super().get_config()

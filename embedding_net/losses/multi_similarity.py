@@ -20,7 +20,8 @@ def multi_similarity_pairs(similarities, positives, negatives, epsilon):
     return kept_positives, kept_negatives
 
 
-@register_loss("multi_similarity", settings=("alpha", "beta", "base", "mining_epsilon", "cross_replica"))
+@register_loss("multi_similarity", settings=("alpha", "beta", "base", "mining_epsilon", "cross_replica",
+                                           "memory_size", "memory_warmup_steps"))
 @keras.saving.register_keras_serializable(package="embedding_net")
 class MultiSimilarityLoss(PairBasedLoss):
     """Multi-similarity loss (Wang et al. 2019) on cosine similarities s.

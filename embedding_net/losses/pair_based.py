@@ -63,6 +63,16 @@ def masked_logsumexp(values, mask, axis=1, add_one=False):
     return ops.squeeze(result, axis=axis)
 
 
+def with_memory(labels, embeddings, memory_labels, memory_embeddings):
+    """(embeddings, labels) of the batch followed by those of a cross-batch memory, in float32 and
+    int32; the memory's without gradient."""
+    embeddings = ops.concatenate([ops.cast(embeddings, "float32"),
+                                  ops.stop_gradient(ops.cast(memory_embeddings, "float32"))], axis=0)
+    labels = ops.concatenate([ops.cast(ops.reshape(labels, (-1,)), "int32"),
+                              ops.cast(ops.reshape(memory_labels, (-1,)), "int32")], axis=0)
+    return embeddings, labels
+
+
 class PairBasedLoss(keras.losses.Loss):
     """A loss called as `loss(labels[B], embeddings[B, D])` that subclasses define through
     `pair_loss(similarities, positives, negatives)` on cosine similarities in float32.
@@ -84,6 +94,12 @@ class PairBasedLoss(keras.losses.Loss):
         similarities = cosine_similarities(embeddings, reference_embeddings)
         positives, negatives = pair_masks(labels, reference_labels)
         return self.pair_loss(similarities, positives, negatives)
+
+    def references_loss(self, labels, embeddings, memory_labels, memory_embeddings):
+        """The loss of the batch's anchors against the batch followed by a cross-batch memory
+        (`embedding_net.losses.memory`); no gradient flows into the memory."""
+        references, reference_labels = with_memory(labels, embeddings, memory_labels, memory_embeddings)
+        return self.batch_loss(labels, embeddings, reference_labels, references)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Keras' Loss.__call__ would cast the labels to float and weigh the reduced scalar.

@@ -9,7 +9,7 @@ from embedding_net.losses.reduction import mean_of_nonzero
 from embedding_net.losses.registry import register_loss
 
 
-@register_loss("supcon", settings=("temperature", "cross_replica"))
+@register_loss("supcon", settings=("temperature", "cross_replica", "memory_size", "memory_warmup_steps"))
 @keras.saving.register_keras_serializable(package="embedding_net")
 class SupConLoss(PairBasedLoss):
     """Supervised contrastive loss on cosine similarities s, at temperature t.

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from embedding_net.losses.reduction import gather_across_replicas, safe_mean, scale_for_replicas
+from embedding_net.losses.pair_based import with_memory
 from embedding_net.losses.registry import register_loss
 from embedding_net.mining.registry import check_mining, get_mining
 from embedding_net.evaluation.distances import check_distance
@@ -30,7 +31,7 @@ def triplet_loss(labels, embeddings, margin=0.2, mining_strategy="semi_hard", di
     return safe_mean(total, count)
 
 
-@register_loss("triplet")
+@register_loss("triplet", settings=("margin", "mining", "distance", "soft_margin", "cross_replica", "memory_size", "memory_warmup_steps"))
 @keras.saving.register_keras_serializable(package="embedding_net")
 class TripletLoss(keras.losses.Loss):
     """Triplet margin loss with online mining inside the batch.
@@ -93,6 +94,15 @@ class TripletLoss(keras.losses.Loss):
             y_true, y_pred, sample_weight = gather_across_replicas(y_true, y_pred, sample_weight)
         return scale_for_replicas(triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance,
                                                self.soft_margin, sample_weight))
+
+    def references_loss(self, labels, embeddings, memory_labels, memory_embeddings):
+        """The loss of the batch's anchors against the batch followed by a cross-batch memory
+        (`embedding_net.losses.memory`): the memory's rows weigh 0 as anchors, so they count as
+        positives and negatives only; no gradient flows into the memory."""
+        everything, every_label = with_memory(labels, embeddings, memory_labels, memory_embeddings)
+        anchors = ops.concatenate([ops.ones_like(every_label[:ops.shape(embeddings)[0]], "float32"),
+                                   ops.zeros_like(ops.cast(memory_labels, "float32"))], axis=0)
+        return triplet_loss(every_label, everything, self.margin, self.mining, self.distance, self.soft_margin, anchors)
 
     def call(self, y_true, y_pred):
         return self(y_true, y_pred)

@@ -7,6 +7,7 @@ import typing
 import keras
 
 from embedding_net.losses.arcface import arcface_batches
+from embedding_net.losses.memory import CrossBatchMemory, MemoryModel
 from embedding_net.losses.proxies import ClassCentres, build_proxy_model
 from embedding_net.data.augmentation import BatchAugmenter, augment_dataset
 from embedding_net.errors import ConfigError
@@ -45,6 +46,19 @@ def _unchanged(dataset):
     return dataset
 
 
+def _memory_model(config, model, loss):
+    """The tower with a cross-batch memory of `loss.memory_size` (`losses.memory`)."""
+    size, batch = config.loss.memory_size, config.data.classes_per_batch * config.data.images_per_class
+    if size < batch:
+        raise ConfigError(f"loss.memory_size must hold at least one batch ({batch} = data.classes_per_batch x "
+                          f"data.images_per_class), received: {size}")
+    if config.train.distribute != "none":
+        raise ConfigError(f"loss.memory_size: the cross-batch memory trains on one device; train.distribute "
+                          f"{config.train.distribute} is not supported with it yet")
+    memory = CrossBatchMemory(size, warmup_steps=config.loss.memory_warmup_steps, name="cross_batch_memory")
+    return MemoryModel(model, memory, loss, name=f"{model.name}_with_memory")
+
+
 class TrainingSetup(typing.NamedTuple):
     """What `model.architecture` trains: the model fitted (sharing the embedding tower), its
     loss and metrics, and the training and validation data (tf.data or a mining generator)."""
@@ -79,7 +93,8 @@ def build_training_setup(config, model, training_set, validation_set, start_batc
             # The active-triplet monitor measures at the loss's margin where it is a triplet
             # margin, and at the triplet loss's default otherwise.
             margin = built.margin if isinstance(built, TripletLoss) else TripletLoss().margin
-            return TrainingSetup(model, built, collapse_monitors(margin, loss.distance), train_data, val_data)
+            training_model = model if loss.memory_size is None else _memory_model(config, model, built)
+            return TrainingSetup(training_model, built, collapse_monitors(margin, loss.distance), train_data, val_data)
         names = train_folder.class_names
         labelled = arcface_batches if head_kind == "logits" else _unchanged
         if val_data is not None and set(val_folder.class_names) <= set(names):

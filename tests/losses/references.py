@@ -5,9 +5,19 @@ with the package; and central finite differences for their gradients."""
 import numpy as np
 
 
-def cosine_matrix(embeddings):
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    return unit @ unit.T
+def _unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cosine_matrix(embeddings, references=None):
+    return _unit(embeddings) @ _unit(embeddings if references is None else references).T
+
+
+def with_memory(labels, embeddings, memory):
+    """References: the batch followed by a cross-batch memory `(labels, embeddings)` or None."""
+    if memory is None:
+        return np.asarray(labels), np.asarray(embeddings)
+    return np.concatenate([labels, memory[0]]), np.concatenate([embeddings, memory[1]])
 
 
 def _log1p_sum_exp(values):
@@ -21,16 +31,18 @@ def _logsumexp(values):
 
 
 def pairs_of(labels, a):
+    """Anchor a's positives and negatives among `labels` (the batch first, then any memory)."""
     positives = [j for j in range(len(labels)) if j != a and labels[j] == labels[a]]
     negatives = [j for j in range(len(labels)) if labels[j] != labels[a]]
     return positives, negatives
 
 
-def multi_similarity(labels, embeddings, alpha=2.0, beta=50.0, base=0.5, mining_epsilon=None):
-    s = cosine_matrix(embeddings)
+def multi_similarity(labels, embeddings, alpha=2.0, beta=50.0, base=0.5, mining_epsilon=None, memory=None):
+    reference_labels, references = with_memory(labels, embeddings, memory)
+    s = cosine_matrix(embeddings, references)
     total = 0.0
     for a in range(len(labels)):
-        positives, negatives = pairs_of(labels, a)
+        positives, negatives = pairs_of(reference_labels, a)
         if mining_epsilon is not None:
             if not positives or not negatives:
                 positives, negatives = [], []
@@ -48,13 +60,14 @@ def _mean_of_positive(values):
     return sum(values) / len(values) if values else 0.0
 
 
-def supcon(labels, embeddings, temperature=0.1):
-    s = cosine_matrix(embeddings) / temperature
-    if not any(pairs_of(labels, a)[0] for a in range(len(labels))) or len(set(labels)) < 2:
+def supcon(labels, embeddings, temperature=0.1, memory=None):
+    reference_labels, references = with_memory(labels, embeddings, memory)
+    s = cosine_matrix(embeddings, references) / temperature
+    if not any(pairs_of(reference_labels, a)[0] for a in range(len(labels))) or len(set(reference_labels)) < 2:
         return 0.0
     losses = []
     for a in range(len(labels)):
-        positives, negatives = pairs_of(labels, a)
+        positives, negatives = pairs_of(reference_labels, a)
         if not positives:
             continue
         denominator = _logsumexp([s[a, j] for j in positives + negatives])
@@ -62,18 +75,20 @@ def supcon(labels, embeddings, temperature=0.1):
     return _mean_of_positive(losses)
 
 
-def circle(labels, embeddings, margin=0.4, gamma=80.0):
+def circle(labels, embeddings, margin=0.4, gamma=80.0, memory=None):
     """The value; the gradient's weights alpha_p, alpha_n are constants (see `circle_weights`)."""
-    return circle_with_weights(labels, embeddings, cosine_matrix(embeddings), margin, gamma)
+    references = with_memory(labels, embeddings, memory)[1]
+    return circle_with_weights(labels, embeddings, cosine_matrix(embeddings, references), margin, gamma, memory)
 
 
-def circle_with_weights(labels, embeddings, weights_from, margin=0.4, gamma=80.0):
+def circle_with_weights(labels, embeddings, weights_from, margin=0.4, gamma=80.0, memory=None):
     """Circle loss with the pair weights computed from the similarity matrix `weights_from`
     (held fixed when differentiating, as the paper's stop-gradient)."""
-    s = cosine_matrix(embeddings)
+    reference_labels, references = with_memory(labels, embeddings, memory)
+    s = cosine_matrix(embeddings, references)
     losses = []
     for a in range(len(labels)):
-        positives, negatives = pairs_of(labels, a)
+        positives, negatives = pairs_of(reference_labels, a)
         if not positives or not negatives:
             continue
         positive = [-gamma * max(1 + margin - weights_from[a, p], 0) * (s[a, p] - (1 - margin)) for p in positives]
@@ -122,3 +137,30 @@ def cosface(labels, embeddings, centres, scale=64.0, margin=0.35, sub_centers=1)
         logits[label] = scale * (cos[i, label] - margin)
         total += _logsumexp(logits) - logits[label]
     return total / len(labels)
+
+
+def _euclidean(x, y):
+    return float(np.sqrt(np.sum((np.asarray(x, float) - np.asarray(y, float)) ** 2)))
+
+
+def triplet_all(labels, embeddings, margin=0.2, memory=None):
+    """Batch-all triplets over the batch's anchors: the sum of the positive hinges divided by
+    their number (0 if none)."""
+    reference_labels, references = with_memory(labels, embeddings, memory)
+    values = []
+    for a in range(len(labels)):
+        positives, negatives = pairs_of(reference_labels, a)
+        values += [_euclidean(embeddings[a], references[p]) - _euclidean(embeddings[a], references[n]) + margin
+                   for p in positives for n in negatives]
+    return _mean_of_positive(values)
+
+
+def batch_contrastive(labels, embeddings, positive_margin=0.0, negative_margin=1.0, memory=None):
+    """The mean of the non-zero positive terms plus that of the non-zero negative terms."""
+    reference_labels, references = with_memory(labels, embeddings, memory)
+    positive, negative = [], []
+    for a in range(len(labels)):
+        positives, negatives = pairs_of(reference_labels, a)
+        positive += [max(_euclidean(embeddings[a], references[p]) - positive_margin, 0.0) for p in positives]
+        negative += [max(negative_margin - _euclidean(embeddings[a], references[n]), 0.0) for n in negatives]
+    return _mean_of_positive(positive) + _mean_of_positive(negative)

@@ -38,6 +38,8 @@ ARCHITECTURES = [
     # The proxies live in the training model: its backup holds them and their optimizer state.
     pytest.param(("loss.name=proxy_anchor", "loss.mining=null", "loss.margin=null", "loss.distance=cosine"), True,
                  id="proxy_anchor"),
+    # The cross-batch memory is in the training model's weights: the backup restores its queue.
+    pytest.param(("loss.memory_size=32",), True, id="cross_batch_memory"),
 ]
 
 

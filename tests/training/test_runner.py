@@ -365,6 +365,12 @@ def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
     assert images.shape == (16, 28, 28, 1) and proxy_anchor.model(images).shape == (16, 50)
     with pytest.raises(ConfigError, match="needs the images in memory: set data.cache: memory"):
         setup("model.architecture=triplet", "data.cache=none")
+    model, memory = setup("loss.name=supcon", "loss.memory_size=64", "loss.memory_warmup_steps=10")
+    assert memory.model.tower is model and memory.model.memory.size == 64 and memory.model.memory.warmup_steps == 10
+    with pytest.raises(ConfigError, match=r"loss.memory_size must hold at least one batch \(16 = "):
+        setup("loss.memory_size=8")
+    with pytest.raises(ConfigError, match="train.distribute mirrored is not supported with it yet"):
+        setup("loss.memory_size=64", "train.distribute=mirrored")
 
 
 def test_batches_label_by_a_superset_of_class_names(omniglot_subset, tmp_path):
