@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from embedding_net.losses.reduction import gather_across_replicas, scale_for_replicas
+from embedding_net.mining.rules import itself
 
 
 def unit_length(embeddings):
@@ -36,8 +37,7 @@ def pair_masks(labels, reference_labels=None):
     references = labels if reference_labels is None else ops.reshape(reference_labels, (-1,))
     same = ops.equal(labels[:, None], references[None, :])
     batch, total = ops.shape(labels)[0], ops.shape(references)[0]
-    itself = ops.cast(ops.eye(batch, total), "bool")
-    return ops.logical_and(same, ops.logical_not(itself)), ops.logical_not(same)
+    return ops.logical_and(same, ops.logical_not(itself(batch, total))), ops.logical_not(same)
 
 
 def masked_logsumexp(values, mask, axis=1, add_one=False):
@@ -46,16 +46,16 @@ def masked_logsumexp(values, mask, axis=1, add_one=False):
     A row without a masked entry gives 0 (and no gradient), never -inf or NaN: the maximum that
     keeps the exponentials finite is taken over masked entries only.
     """
+    # Scalars in `where`, not full_like / zeros_like: each B x B temporary is 256 MiB at B = 8,192.
     any_kept = ops.any(mask, axis=axis, keepdims=True)
-    lowest = ops.full_like(values, -1e30)
-    peak = ops.max(ops.where(mask, values, lowest), axis=axis, keepdims=True)
+    peak = ops.max(ops.where(mask, values, -1e30), axis=axis, keepdims=True)
     if add_one:
         peak = ops.maximum(peak, 0.0)
     peak = ops.stop_gradient(ops.where(any_kept, peak, ops.zeros_like(peak)))
     # Unmasked entries may exceed the peak by far: zero them before exp, or the overflow turns
     # the gradient of the `where` into NaN.
-    shifted = ops.where(mask, values - peak, ops.zeros_like(values))
-    total = ops.sum(ops.where(mask, ops.exp(shifted), ops.zeros_like(values)), axis=axis, keepdims=True)
+    shifted = ops.where(mask, values - peak, 0.0)
+    total = ops.sum(ops.where(mask, ops.exp(shifted), 0.0), axis=axis, keepdims=True)
     if add_one:
         total = total + ops.exp(-peak)
     total = ops.where(any_kept, total, ops.ones_like(total))

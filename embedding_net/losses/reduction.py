@@ -14,7 +14,7 @@ def safe_mean(total, count):
 def mean_of_nonzero(values, mask):
     """Mean of `values` over masked entries that are > 0 (0 if none): pairs already satisfied
     do not dilute the loss, as pytorch-metric-learning's AvgNonZeroReducer."""
-    values = ops.where(mask, values, ops.zeros_like(values))
+    values = ops.where(mask, values, 0.0)
     return safe_mean(ops.sum(values), ops.sum(ops.cast(values > 0, "float32")))
 
 

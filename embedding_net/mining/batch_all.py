@@ -119,8 +119,9 @@ def hinges_per_anchor(distances, labels, margin):
     """Per anchor a: the sum of the hinge over its valid triplets (a, p, n), and how many are active.
 
     With M = the largest number of positives of an anchor, batches with M <= 8 (every P x K
-    batch with K <= 9) compare each positive with every negative, [B, M, B] values; other
-    batches use sorted negatives and prefix sums (`negatives_nearer_than`), O(B^2) memory.
+    batch with K <= 9) and B^2 M <= 2^26 compare each positive with every negative, [B, M, B]
+    values; other batches use sorted negatives and prefix sums (`negatives_nearer_than`), O(B^2)
+    memory (`rules.compares_positives`).
 
     Returns:
         `(hinge_sums, active_counts)`: float32 [B] each; the gradient flows through `hinge_sums`.
@@ -128,7 +129,7 @@ def hinges_per_anchor(distances, labels, margin):
     positives = rules.positive_mask(labels)
     slots = rules.positive_slot_count(positives)
     return ops.cond(
-        ops.less_equal(slots, rules.MAX_POSITIVE_SLOTS),
+        rules.compares_positives(distances, slots),
         lambda: _hinges_by_comparison(distances, labels, margin, slots),
         lambda: _hinges_by_sorting(distances, labels, margin),
     )

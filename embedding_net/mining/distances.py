@@ -9,6 +9,7 @@ from keras import ops
 # The names are registered with the NumPy implementations, which must not import TensorFlow;
 # `BATCH_DISTANCES` gives each its `keras.ops` form (a test checks that both cover the registry).
 from embedding_net.evaluation.distances import check_distance
+from embedding_net.mining.rules import itself
 
 # The expansion |a|^2 - 2 a.b + |b|^2 loses about this much, relative to |a|^2 + |b|^2, to
 # float32 rounding; anything below it is indistinguishable from an exact duplicate.
@@ -22,17 +23,21 @@ def squared_euclidean(embeddings):
     dot = ops.matmul(embeddings, ops.transpose(embeddings))
     norm_sums = squared_norms[:, None] + squared_norms[None, :]
     squared = norm_sums - 2.0 * dot
-    squared = ops.where(squared <= _RELATIVE_ROUNDING * norm_sums, ops.zeros_like(squared), squared)
-    off_diagonal = 1.0 - ops.eye(ops.shape(embeddings)[0], dtype="float32")
-    return squared * off_diagonal
+    # Scalars in `where`, not zeros_like: each B x B temporary is 256 MiB at B = 8,192.
+    duplicate = ops.logical_or(squared <= _RELATIVE_ROUNDING * norm_sums, _diagonal(embeddings))
+    return ops.where(duplicate, 0.0, squared)
+
+
+def _diagonal(embeddings):
+    return itself(ops.shape(embeddings)[0])
 
 
 def safe_sqrt(squared):
     """sqrt of non-negative values, with gradient 0 (not NaN) where the value is 0."""
+    # sqrt has an infinite derivative at 0: clamp to 1 there (so the gradient through the
+    # discarded branch is finite) and zero the result.
     is_zero = ops.less_equal(squared, 0.0)
-    # sqrt has an infinite derivative at 0: take it of 1 there and zero the result.
-    safe = ops.where(is_zero, ops.ones_like(squared), squared)
-    return ops.where(is_zero, ops.zeros_like(squared), ops.sqrt(safe))
+    return ops.where(is_zero, 0.0, ops.sqrt(ops.where(is_zero, 1.0, squared)))
 
 
 def euclidean(embeddings):
@@ -47,9 +52,8 @@ def cosine(embeddings):
     unit = embeddings / norms
     distances = 1.0 - ops.matmul(unit, ops.transpose(unit))
     # The same rounding guard as above: |u|^2 + |v|^2 = 2 for unit vectors.
-    distances = ops.where(distances <= 2 * _RELATIVE_ROUNDING, ops.zeros_like(distances), distances)
-    off_diagonal = 1.0 - ops.eye(ops.shape(embeddings)[0], dtype="float32")
-    return distances * off_diagonal
+    duplicate = ops.logical_or(distances <= 2 * _RELATIVE_ROUNDING, _diagonal(embeddings))
+    return ops.where(duplicate, 0.0, distances)
 
 
 def pairwise_distances(embeddings, distance="euclidean"):

@@ -18,12 +18,18 @@ The triplet value of (a, p, n) is v = d(a, p) - d(a, n) + margin, computed as in
 
 from keras import ops
 
+def itself(rows, columns=None):
+    """Boolean [rows, columns]: True on the diagonal, where a sample meets itself. Built from
+    indices, not from a float identity matrix: at B = 8,192 that would be 256 MiB more."""
+    columns = rows if columns is None else columns
+    return ops.equal(ops.arange(rows)[:, None], ops.arange(columns)[None, :])
+
+
 def positive_mask(labels):
     """Boolean [B, B]: True where j != a and labels[j] == labels[a]."""
     labels = ops.reshape(labels, (-1,))
     same = ops.equal(labels[:, None], labels[None, :])
-    not_self = ops.logical_not(ops.cast(ops.eye(ops.shape(labels)[0]), "bool"))
-    return ops.logical_and(same, not_self)
+    return ops.logical_and(same, ops.logical_not(itself(ops.shape(labels)[0])))
 
 
 def negative_mask(labels):
@@ -52,6 +58,17 @@ def hardest_negative(distances, negatives):
 # Up to this many positives per anchor, semi-hard and batch-all mining compare every negative
 # with every positive ([B, M, B], at most 8 B^2 values) instead of sorting: a P x K batch has K - 1.
 MAX_POSITIVE_SLOTS = 8
+# ... and only while [B, M, B] stays under this many values (256 MiB of float32): at B = 8,192 a
+# temporary would be 768 MiB with M = 3, so large batches sort instead, in O(B^2) memory.
+MAX_COMPARISON_VALUES = 2 ** 26
+
+
+def compares_positives(distances, slots):
+    """Whether to compare each of `slots` positives with every sample ([B, M, B] values) rather
+    than sort the negatives (O(B^2 log B) time, O(B^2) memory); both give the same result."""
+    batch = ops.cast(ops.shape(distances)[0], "int64")
+    return ops.logical_and(ops.less_equal(slots, MAX_POSITIVE_SLOTS),
+                           ops.less_equal(ops.cast(slots, "int64") * batch * batch, MAX_COMPARISON_VALUES))
 
 
 def semi_hard_negative(distances, positives, negatives):
@@ -59,10 +76,10 @@ def semi_hard_negative(distances, positives, negatives):
 
     The chosen negative is the nearest n with d(a, n) > d(a, p); when no negative is farther
     than the positive, it is the farthest negative. With M = the largest number of positives of
-    an anchor, batches with M <= 8 (every P x K batch with K <= 9) compare each positive with
-    every negative of its anchor, O(B^2 M) time and memory; other batches sort the negatives of
-    each anchor once and binary-search them, O(B^2 log B) time and O(B^2) memory. Both give the
-    same choice.
+    an anchor, batches with M <= 8 (every P x K batch with K <= 9) and B^2 M <= 2^26 compare each
+    positive with every negative of its anchor, O(B^2 M) time and memory; other batches sort the
+    negatives of each anchor once and binary-search them, O(B^2 log B) time and O(B^2) memory.
+    Both give the same choice (`compares_positives`).
 
     Returns:
         `(negative_distances, has_negative)`: float [B, B] with the chosen d(a, n) for each pair
@@ -71,7 +88,7 @@ def semi_hard_negative(distances, positives, negatives):
     """
     slots = positive_slot_count(positives)
     chosen = ops.cond(
-        ops.less_equal(slots, MAX_POSITIVE_SLOTS),
+        compares_positives(distances, slots),
         lambda: _semi_hard_by_comparison(distances, positives, negatives, slots),
         lambda: _semi_hard_by_sorting(distances, negatives),
     )

@@ -137,3 +137,16 @@ def test_blocks_hold_at_most_an_eighth_of_the_triplets_and_the_cap(batch_size, r
     assert batch_all.block_rows(batch_size) == rows
     assert rows * batch_size ** 2 <= max(batch_size ** 3 // 8, batch_size ** 2)
     assert rows == 1 or rows * batch_size ** 2 <= batch_all.MAX_BLOCK_TRIPLETS
+
+
+def test_a_batch_too_large_to_compare_sorts_its_hinges(monkeypatch):
+    # As if B were thousands: [B, M, B] above MAX_COMPARISON_VALUES takes the O(B^2) way.
+    labels, embeddings = batch((4, 4, 4, 4))
+    distances = pairwise_distances(embeddings)
+    compared = [t.numpy() for t in batch_all.hinges_per_anchor(distances, labels, 0.5)]
+    calls = record_paths(monkeypatch)
+    monkeypatch.setattr(mining, "MAX_COMPARISON_VALUES", len(labels) ** 2)
+    sorted_ = [t.numpy() for t in batch_all.hinges_per_anchor(distances, labels, 0.5)]
+    assert calls == ["_hinges_by_sorting"]
+    np.testing.assert_allclose(sorted_[0], compared[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(sorted_[1], compared[1])

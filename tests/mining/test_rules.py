@@ -155,9 +155,12 @@ def many_positives(seed, tied):
 
 
 @pytest.mark.parametrize("tied", [False, True], ids=["random", "ties"])
-@pytest.mark.parametrize("batch", ["p_by_k", "many_positives"])
+@pytest.mark.parametrize("batch", ["p_by_k", "many_positives", "large_batch"])
 def test_semi_hard_negative_takes_the_path_its_batch_needs(batch, tied, monkeypatch):
-    """Up to 8 positives per anchor: [B, M, B] comparisons; more: sorting. Both match the loop."""
+    """Up to 8 positives per anchor: [B, M, B] comparisons; more, or a batch whose [B, M, B]
+    would exceed MAX_COMPARISON_VALUES: sorting. Both match the loop."""
+    if batch == "large_batch":  # a P x K batch, as if B were thousands
+        monkeypatch.setattr(mining, "MAX_COMPARISON_VALUES", 20 * 20)
     calls = []
     for name in ("_semi_hard_by_comparison", "_semi_hard_by_sorting"):
         original = getattr(mining, name)
@@ -169,7 +172,7 @@ def test_semi_hard_negative_takes_the_path_its_batch_needs(batch, tied, monkeypa
         else:
             labels, distances = tied_distances(seed, 12) if tied else random_distances(seed)
         checked += check_semi_hard(labels, distances)
-    expected = "_semi_hard_by_sorting" if batch == "many_positives" else "_semi_hard_by_comparison"
+    expected = "_semi_hard_by_comparison" if batch == "p_by_k" else "_semi_hard_by_sorting"
     assert calls and set(calls) == {expected}
     assert checked > 20
 
