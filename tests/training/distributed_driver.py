@@ -22,8 +22,12 @@ LOSSES = {  # name -> (class name, keyword arguments)
     "triplet_hard": ("TripletLoss", {"mining": "hard", "margin": 0.5}),
     "triplet_semi_hard": ("TripletLoss", {"mining": "semi_hard", "margin": 0.5}),
     "contrastive": ("BatchContrastiveLoss", {"positive_margin": 0.1, "negative_margin": 1.5}),
+    "multi_similarity": ("MultiSimilarityLoss", {}),
+    "multi_similarity_mined": ("MultiSimilarityLoss", {"mining_epsilon": 0.1}),
+    "supcon": ("SupConLoss", {}),
+    "circle": ("CircleLoss", {}),
 }
-FITTED = ("triplet_semi_hard", "contrastive")  # one model.fit step each: one per loss class
+FITTED = ("triplet_semi_hard", "contrastive", "supcon")  # one model.fit step each: one per loss family
 P, K, FEATURES, EMBEDDING = 4, 4, 8, 4
 
 

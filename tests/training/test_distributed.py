@@ -77,7 +77,8 @@ def mirrored(tmp_path_factory):
     return collect([start_driver("mirrored", out_dir)])[0], out_dir
 
 
-LOSSES = ("triplet_all", "triplet_hard", "triplet_semi_hard", "contrastive")
+LOSSES = ("triplet_all", "triplet_hard", "triplet_semi_hard", "contrastive", "multi_similarity",
+          "multi_similarity_mined", "supcon", "circle")
 
 
 @pytest.mark.slow
