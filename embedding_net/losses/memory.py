@@ -12,11 +12,14 @@ full and `warmup_steps` steps have run; before, the loss is the plain in-batch l
 
 The queue is a layer of non-trainable variables inside the training model (`MemoryModel`), so
 checkpoints and `BackupAndRestore` keep it and a resumed run continues with the same memory.
+Under a `tf.distribute` strategy every replica enqueues the global batch (all replicas hold the
+same memory); the anchors are the replica's batch, or the global batch with `cross_replica`.
 """
 
 import keras
 from keras import ops
 
+from embedding_net.losses.reduction import gather_across_replicas, scale_for_replicas
 from embedding_net.losses.registry import loss_info
 
 
@@ -44,7 +47,9 @@ class CrossBatchMemory(keras.layers.Layer):
 
     def build(self, embeddings_shape):
         def variable(name, shape, dtype):
-            return self.add_weight(name=name, shape=shape, dtype=dtype, initializer="zeros", trainable=False)
+            # Every replica writes the same global batch: the first replica's write is kept.
+            return self.add_weight(name=name, shape=shape, dtype=dtype, initializer="zeros", trainable=False,
+                                   aggregation="only_first_replica")
 
         self.embeddings = variable("embeddings", (self.size, embeddings_shape[-1]), "float32")
         self.labels = variable("labels", (self.size,), "int32")
@@ -55,6 +60,12 @@ class CrossBatchMemory(keras.layers.Layer):
         """Whether the memory is full and past its warm-up."""
         return ops.logical_and(ops.greater_equal(self.enqueued, self.size),
                                ops.greater_equal(self.steps, self.warmup_steps))
+
+    def references(self):
+        """(labels, embeddings) to use as references now: all of the memory once it is
+        `ready`, none of it before (a slice of 0 rows leaves the plain in-batch loss)."""
+        rows = ops.where(self.ready(), self.size, 0)
+        return self.labels[:rows], self.embeddings[:rows]
 
     def enqueue(self, labels, embeddings):
         """Writes the batch over the oldest entries and counts a step."""
@@ -106,12 +117,13 @@ class MemoryModel(keras.Model):
             return super().compute_loss(x, y, y_pred, sample_weight, training)
         if sample_weight is not None:
             raise ValueError("cross-batch memory takes no sample weights")
-        memory = self.memory
-        value = ops.cond(
-            memory.ready(),
-            lambda: self.memory_loss.references_loss(y, y_pred, memory.labels, memory.embeddings),
-            lambda: self.memory_loss(y, y_pred))
-        memory.enqueue(y, y_pred)  # after the read above: automatic control dependencies keep the order
+        memory, loss = self.memory, self.memory_loss
+        # Every replica enqueues the global batch, so that all replicas hold the same memory;
+        # the anchors are the global batch too with `cross_replica`, else the replica's own.
+        every_label, every_embedding, _ = gather_across_replicas(y, y_pred)
+        labels, embeddings = (every_label, every_embedding) if loss.cross_replica else (y, y_pred)
+        value = scale_for_replicas(loss.references_loss(labels, embeddings, *memory.references()))
+        memory.enqueue(every_label, every_embedding)  # after the read above: control dependencies keep the order
         for extra in self.losses:  # regularisers, as Keras' own compute_loss adds them
             value = value + ops.cast(extra, value.dtype)
         return value

@@ -52,9 +52,6 @@ def _memory_model(config, model, loss):
     if size < batch:
         raise ConfigError(f"loss.memory_size must hold at least one batch ({batch} = data.classes_per_batch x "
                           f"data.images_per_class), received: {size}")
-    if config.train.distribute != "none":
-        raise ConfigError(f"loss.memory_size: the cross-batch memory trains on one device; train.distribute "
-                          f"{config.train.distribute} is not supported with it yet")
     memory = CrossBatchMemory(size, warmup_steps=config.loss.memory_warmup_steps, name="cross_batch_memory")
     return MemoryModel(model, memory, loss, name=f"{model.name}_with_memory")
 

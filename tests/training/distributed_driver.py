@@ -290,13 +290,48 @@ def multi_worker(out_dir):
             "history": history, "first_batch_loss": FirstBatch.loss, "reference_loss": reference}
 
 
+def mirrored_memory(strategy):
+    """A supcon model with cross-batch memory (and cross_replica) trained 4 SGD steps on one
+    device and on the replicas, on the same global batches: the losses, the weights and the
+    memory of every replica against the one-device run's."""
+    import contextlib
+
+    import keras
+    import tensorflow as tf
+
+    from embedding_net.losses import CrossBatchMemory, MemoryModel, SupConLoss
+
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(4, P * K, FEATURES)).astype("float32")
+    labels = np.stack([np.repeat(rng.permutation(10)[:P], K) for _ in range(4)]).astype("int32")
+    keras.utils.set_random_seed(0)
+    initial = dense_model().get_weights()
+
+    def train(scope):
+        with scope:
+            model = MemoryModel(dense_model(initial), CrossBatchMemory(2 * P * K), SupConLoss(cross_replica=True))
+            model.compile(optimizer=keras.optimizers.SGD(0.5), loss=model.memory_loss)
+        history = model.fit(tf.data.Dataset.from_tensor_slices((images, labels)), epochs=4, steps_per_epoch=1,
+                            verbose=0)
+        return model, history.history["loss"]
+
+    alone, alone_losses = train(contextlib.nullcontext())
+    replicated, replicated_losses = train(strategy.scope())
+    memories = [v.numpy() for v in strategy.experimental_local_results(replicated.memory.embeddings.value)]
+    return {"losses": replicated_losses, "one_device_losses": alone_losses,
+            "weight_error": relative_error(replicated.get_weights()[:4], alone.get_weights()[:4]),
+            "memory_errors": [relative_error([m], [alone.memory.embeddings.numpy()]) for m in memories],
+            "enqueued": int(replicated.memory.enqueued.numpy()), "replicas": len(memories)}
+
+
 def mirrored(out_dir):
-    """`mirrored_equality` and `mirrored_fit` on two logical CPU devices, in one process."""
+    """`mirrored_equality`, `mirrored_memory` and `mirrored_fit` on two logical CPU devices, in one process."""
     devices = two_cpu_devices()
     from embedding_net.training.strategy import build_strategy
 
     strategy = build_strategy("mirrored", devices)
-    return {"equality": mirrored_equality(strategy), "fit": mirrored_fit(strategy, out_dir)}
+    return {"equality": mirrored_equality(strategy), "memory": mirrored_memory(strategy),
+            "fit": mirrored_fit(strategy, out_dir)}
 
 
 def main():

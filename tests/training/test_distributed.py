@@ -105,6 +105,17 @@ def test_per_replica_mining_differs_from_one_device(mirrored, name):
 
 
 @pytest.mark.slow
+def test_cross_batch_memory_on_replicas_matches_one_device(mirrored):
+    """Every replica enqueues the global batch: all hold the one-device memory, and the steps
+    after it fills (3 and 4) give the one-device losses and weights."""
+    memory = mirrored[0]["memory"]
+    assert memory["replicas"] == 2 and memory["enqueued"] == 4 * 16
+    assert max(memory["memory_errors"]) < 1e-5
+    assert memory["losses"] == pytest.approx(memory["one_device_losses"], rel=1e-4)
+    assert memory["weight_error"] < 1e-4
+
+
+@pytest.mark.slow
 def test_model_fit_under_mirrored_strategy_trains_over_pk_batches(mirrored):
     results, out_dir = mirrored
     history = results["fit"]["fit"]

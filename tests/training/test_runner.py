@@ -369,8 +369,6 @@ def test_training_setup_of_each_architecture(omniglot_subset, tmp_path):
     assert memory.model.tower is model and memory.model.memory.size == 64 and memory.model.memory.warmup_steps == 10
     with pytest.raises(ConfigError, match=r"loss.memory_size must hold at least one batch \(16 = "):
         setup("loss.memory_size=8")
-    with pytest.raises(ConfigError, match="train.distribute mirrored is not supported with it yet"):
-        setup("loss.memory_size=64", "train.distribute=mirrored")
 
 
 def test_batches_label_by_a_superset_of_class_names(omniglot_subset, tmp_path):
