@@ -109,3 +109,15 @@ def test_batch_loss_runs_every_loss_on_a_batch_and_asks_for_the_classes():
         assert (layer is None) == ("head" not in loss_info(name)), name
     with pytest.raises(ValueError, match="the cosface loss trains class centres: pass num_classes"):
         batch_loss("cosface")
+
+
+@pytest.mark.parametrize("name", ["proxy_anchor", "cosface", "arcface"])
+def test_class_centre_losses_compute_in_float32_from_half_precision(name):
+    from embedding_net.losses import batch_loss
+
+    labels, embeddings = batch(4)
+    loss, layer = batch_loss(name, num_classes=4)
+    full = float(loss(labels, embeddings.astype("float32")))
+    half = loss(labels, tf.constant(embeddings, tf.bfloat16))
+    assert layer.centers.dtype == "float32" and half.dtype == tf.float32
+    assert float(half) == pytest.approx(full, rel=0.05)
