@@ -84,7 +84,7 @@ def negatives_nearer_than(distances, labels, thresholds):
     below = ops.minimum(ops.cast(below, "int32"), negative_count[:, None])
     # prefix[a, k]: the sum of the k nearest negatives of a.
     prefix = ops.concatenate([ops.zeros_like(nearest_first[:, :1]), ops.cumsum(nearest_first, axis=1)], axis=1)
-    return ops.cast(below, "float32"), ops.take_along_axis(prefix, below, axis=1)
+    return ops.cast(below, "float32"), rules.take_per_row(prefix, below)
 
 
 def batch_all_sums(distances, labels, margin, soft_margin=False, sample_weight=None,
