@@ -119,32 +119,51 @@ def positive_slots(positives, slots):
     """
     _, columns = ops.top_k(ops.cast(positives, "float32"), slots)  # top_k keeps ties in order
     columns = ops.cast(columns, "int32")
-    return columns, ops.take_along_axis(positives, columns, axis=1)
+    return columns, take_per_row(positives, columns)
 
 
 def _semi_hard_by_comparison(distances, positives, negatives, slots):
     """`semi_hard_negative` for few positives per anchor: [B, M, B] masked reductions."""
     columns, in_use = positive_slots(positives, slots)
-    positive_distances = ops.take_along_axis(distances, columns, axis=1)  # [B, M]
-    to_all = distances[:, None, :]  # [B, 1, B]
-    farther = ops.logical_and(negatives[:, None, :], ops.greater(to_all, positive_distances[:, :, None]))
-    nearest_farther = ops.min(ops.where(farther, to_all, _never_wins_min(distances)), axis=2)
-    farthest = ops.max(ops.where(negatives, distances, ops.zeros_like(distances)), axis=1)
-    chosen = ops.where(ops.any(farther, axis=2), nearest_farther, farthest[:, None])  # [B, M]
+    chosen = _chosen_by_comparison(distances, negatives, take_per_row(distances, columns))  # [B, M]
     # Back to the [B, B] layout: entry (a, columns[a, m]) gets chosen[a, m].
     placed = ops.one_hot(columns, ops.shape(distances)[0]) * ops.cast(in_use, "float32")[:, :, None]
     return ops.sum(placed * chosen[:, :, None], axis=1)
 
 
-def _semi_hard_by_sorting(distances, negatives):
-    """`semi_hard_negative` for any batch: sorted negatives and a binary search per row."""
+def _chosen_by_comparison(distances, negatives, thresholds):
+    """FaceNet's negative distance for each threshold d(a, p) of `thresholds` [B, M], by
+    comparing every threshold with every negative: [B, M, B] values."""
+    to_all = distances[:, None, :]  # [B, 1, B]
+    farther = ops.logical_and(negatives[:, None, :], ops.greater(to_all, thresholds[:, :, None]))
+    nearest_farther = ops.min(ops.where(farther, to_all, _never_wins_min(distances)), axis=2)
+    farthest = ops.max(ops.where(negatives, distances, 0.0), axis=1)
+    return ops.where(ops.any(farther, axis=2), nearest_farther, farthest[:, None])
+
+
+def semi_hard_choice(distances, negatives, thresholds):
+    """FaceNet's rule for each anchor a and each threshold d(a, p) of `thresholds` [B, M]: the
+    distance to the nearest negative farther than d(a, p), or to the farthest negative if none
+    is. [B, M] values, and at most O(B^2) memory whatever M (`compares_positives` picks the
+    way); `semi_hard_negative` is the same rule on the [B, B] layout."""
+    return ops.cond(
+        compares_positives(distances, ops.shape(thresholds)[1]),
+        lambda: _chosen_by_comparison(distances, negatives, thresholds),
+        lambda: _semi_hard_by_sorting(distances, negatives, thresholds),
+    )
+
+
+def _semi_hard_by_sorting(distances, negatives, thresholds=None):
+    """`semi_hard_negative` for any batch: sorted negatives and a binary search per row, for
+    each entry of `thresholds` [B, X] (default: `distances`, the [B, B] layout)."""
+    thresholds = distances if thresholds is None else thresholds
     big = _never_wins_min(distances)
     negative_distances = ops.where(negatives, distances, ops.ones_like(distances) * big)
     sorted_negatives = ops.sort(negative_distances, axis=1)
     # Number of negatives of a at distance <= d(a, p): the index of the first one farther away.
     farther_index = ops.vectorized_map(
         lambda rows: ops.searchsorted(rows[0], rows[1], side="right"),
-        (sorted_negatives, distances),
+        (sorted_negatives, thresholds),
     )
     negative_count = ops.sum(ops.cast(negatives, "int32"), axis=1)
     has_farther = ops.less(ops.cast(farther_index, "int32"), negative_count[:, None])

@@ -39,9 +39,12 @@ def batch_hard(distances, labels, hinge, weights, margin, soft_margin):
 
 @register_mining("semi_hard")
 def semi_hard(distances, labels, hinge, weights, margin, soft_margin):
+    # On each anchor's positive slots [B, M], not on the B x B layout: M = K - 1 in a P x K batch.
     positives, negatives = rules.positive_mask(labels), rules.negative_mask(labels)
-    negative_distances, has_negative = rules.semi_hard_negative(distances, positives, negatives)
-    valid = ops.logical_and(positives, has_negative[:, None])
-    losses = ops.where(valid, hinge(distances - negative_distances), ops.zeros_like(distances))
+    columns, in_use = rules.positive_slots(positives, rules.positive_slot_count(positives))
+    positive_distances = rules.take_per_row(distances, columns)
+    negative_distances = rules.semi_hard_choice(distances, negatives, positive_distances)
+    valid = ops.logical_and(in_use, ops.any(negatives, axis=1)[:, None])
+    losses = ops.where(valid, hinge(positive_distances - negative_distances), 0.0)
     counted = ops.cast(valid, "float32") * weights[:, None]
     return ops.sum(losses * weights[:, None]), ops.sum(counted)

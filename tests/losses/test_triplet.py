@@ -120,6 +120,19 @@ def test_matches_reference(mining, distance, normalised):
     assert nonzero >= 3  # the batches exercise the loss, not just its zero
 
 
+@pytest.mark.parametrize("mining", ["all", "semi_hard"])
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_large_batch_paths_match_reference(mining, distance, monkeypatch):
+    # As if B were thousands: the sorting ways (O(B^2) memory) instead of [B, M, B] comparisons.
+    from embedding_net.mining import rules
+
+    monkeypatch.setattr(rules, "MAX_COMPARISON_VALUES", 1)
+    for seed in range(3):
+        labels, x = random_batch(seed, True)
+        got = loss_value(labels, x, margin=0.3, mining=mining, distance=distance)
+        assert got == pytest.approx(reference_loss(labels, x, 0.3, mining, distance), rel=RTOL, abs=ATOL), seed
+
+
 @pytest.mark.parametrize("mining", MININGS)
 def test_functional_form_matches_class(mining):
     labels, x = random_batch(7, normalised=True)
