@@ -69,22 +69,24 @@ def _sequential(step, init, indices):
 
 
 def negatives_nearer_than(distances, labels, thresholds):
-    """For every entry (a, j) of `thresholds` [B, B]: how many negatives n of anchor a have
+    """For every entry (a, j) of `thresholds` [B, X]: how many negatives n of anchor a have
     d(a, n) < thresholds[a, j], and the sum of their distances.
 
     Returns:
-        `(count, total)`: float32 [B, B] each; `total` is differentiable in `distances`.
+        `(count, total)`: float32 [B, X] each; `total` is differentiable in `distances`.
     """
     negatives = rules.negative_mask(labels)
     beyond = ops.stop_gradient(ops.max(distances)) + 1.0  # sorts masked entries last
-    nearest_first = ops.sort(ops.where(negatives, distances, ops.ones_like(distances) * beyond), axis=1)
+    nearest_first = ops.sort(ops.where(negatives, distances, beyond), axis=1)
     below = ops.vectorized_map(lambda rows: ops.searchsorted(rows[0], rows[1], side="left"),
                                (nearest_first, ops.stop_gradient(thresholds)))
     negative_count = ops.sum(ops.cast(negatives, "int32"), axis=1)
     below = ops.minimum(ops.cast(below, "int32"), negative_count[:, None])
-    # prefix[a, k]: the sum of the k nearest negatives of a.
-    prefix = ops.concatenate([ops.zeros_like(nearest_first[:, :1]), ops.cumsum(nearest_first, axis=1)], axis=1)
-    return ops.cast(below, "float32"), rules.take_per_row(prefix, below)
+    # prefix[a, k]: the sum of the k + 1 nearest negatives of a (no leading zero column: that
+    # concatenation would be one more B x B copy).
+    prefix = ops.cumsum(nearest_first, axis=1)
+    nearer_sum = ops.where(below > 0, rules.take_per_row(prefix, ops.maximum(below - 1, 0)), 0.0)
+    return ops.cast(below, "float32"), nearer_sum
 
 
 def batch_all_sums(distances, labels, margin, soft_margin=False, sample_weight=None,
@@ -138,7 +140,7 @@ def hinges_per_anchor(distances, labels, margin):
 def _values_by_comparison(distances, labels, slots):
     """d(a, p) - d(a, n) as [a, positive slot, n] values, and their valid mask."""
     columns, in_use = rules.positive_slots(rules.positive_mask(labels), slots)
-    positive_distances = ops.take_along_axis(distances, columns, axis=1)  # [B, M]
+    positive_distances = rules.take_per_row(distances, columns)  # [B, M]
     values = positive_distances[:, :, None] - distances[:, None, :]
     valid = ops.logical_and(in_use[:, :, None], rules.negative_mask(labels)[:, None, :])
     return values, valid
@@ -159,12 +161,15 @@ def _hinges_by_comparison(distances, labels, margin, slots):
 
 
 def _hinges_by_sorting(distances, labels, margin):
-    reach = distances + margin  # a negative nearer than this makes (a, p, n) active
+    # On each anchor's positive slots [B, M], not on the B x B layout: M = K - 1 in a P x K batch.
+    positives = rules.positive_mask(labels)
+    columns, in_use = rules.positive_slots(positives, rules.positive_slot_count(positives))
+    reach = rules.take_per_row(distances, columns) + margin  # a negative nearer makes (a, p, n) active
     count, total = negatives_nearer_than(distances, labels, reach)
     # k x - sum is a sum of k non-negative terms: clamp the rounding below 0.
     hinges = ops.maximum(count * reach - total, 0.0)
-    positives = ops.cast(rules.positive_mask(labels), "float32")
-    return ops.sum(hinges * positives, axis=1), ops.sum(count * positives, axis=1)
+    in_use = ops.cast(in_use, "float32")
+    return ops.sum(hinges * in_use, axis=1), ops.sum(count * in_use, axis=1)
 
 
 def _soft_margin_sums(distances, labels, sample_weight, max_block_triplets):

@@ -158,7 +158,7 @@ def _semi_hard_by_sorting(distances, negatives, thresholds=None):
     each entry of `thresholds` [B, X] (default: `distances`, the [B, B] layout)."""
     thresholds = distances if thresholds is None else thresholds
     big = _never_wins_min(distances)
-    negative_distances = ops.where(negatives, distances, ops.ones_like(distances) * big)
+    negative_distances = ops.where(negatives, distances, big)
     sorted_negatives = ops.sort(negative_distances, axis=1)
     # Number of negatives of a at distance <= d(a, p): the index of the first one farther away.
     farther_index = ops.vectorized_map(
