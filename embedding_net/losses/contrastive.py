@@ -95,7 +95,11 @@ class BatchContrastiveLoss(keras.losses.Loss):
         distances = pairwise_distances(embeddings, self.distance)
         positives = ops.logical_and(rules.positive_mask(labels), anchors)
         negatives = ops.logical_and(rules.negative_mask(labels), anchors)
-        return (mean_of_nonzero(ops.relu(distances - self.positive_margin), positives)
+        # The positive pairs on each anchor's positive slots [B, M] (M = K - 1 in a P x K batch),
+        # not on B x B: at B = 8,192 each B x B temporary is 256 MiB.
+        columns, in_use = rules.positive_slots(positives, rules.positive_slot_count(positives))
+        positive_distances = rules.take_per_row(distances, columns)
+        return (mean_of_nonzero(ops.relu(positive_distances - self.positive_margin), in_use)
                 + mean_of_nonzero(ops.relu(self.negative_margin - distances), negatives))
 
     def get_config(self):
