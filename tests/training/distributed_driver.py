@@ -26,6 +26,7 @@ LOSSES = {  # name -> (class name, keyword arguments)
     "multi_similarity_mined": ("MultiSimilarityLoss", {"mining_epsilon": 0.1}),
     "supcon": ("SupConLoss", {}),
     "circle": ("CircleLoss", {}),
+    "proxy_anchor": (None, {}),  # `ProxyAnchorOnFixedCentres`
 }
 FITTED = ("triplet_semi_hard", "contrastive", "supcon")  # one model.fit step each: one per loss family
 P, K, FEATURES, EMBEDDING = 4, 4, 8, 4
@@ -52,8 +53,26 @@ def dense_model(weights=None):
 def make_loss(name, cross_replica):
     from embedding_net import losses
 
+    if name == "proxy_anchor":
+        return ProxyAnchorOnFixedCentres(cross_replica)
     class_name, kwargs = LOSSES[name]
     return getattr(losses, class_name)(cross_replica=cross_replica, **kwargs)
+
+
+class ProxyAnchorOnFixedCentres:
+    """Proxy Anchor as a function of the embeddings alone: its loss on the cosines to 10 fixed
+    class centres (the same seeded centres in every instance)."""
+
+    def __init__(self, cross_replica):
+        from embedding_net.losses import ClassCentres, ProxyAnchorLoss
+
+        self.centres = ClassCentres(10)
+        self.centres.build((None, EMBEDDING))
+        self.centres.centers.assign(np.random.default_rng(5).normal(size=(EMBEDDING, 10)).astype("float32"))
+        self.loss = ProxyAnchorLoss(cross_replica=cross_replica)
+
+    def __call__(self, labels, embeddings):
+        return self.loss(labels, self.centres(embeddings))
 
 
 def relative_error(values, references):

@@ -78,7 +78,7 @@ def mirrored(tmp_path_factory):
 
 
 LOSSES = ("triplet_all", "triplet_hard", "triplet_semi_hard", "contrastive", "multi_similarity",
-          "multi_similarity_mined", "supcon", "circle")
+          "multi_similarity_mined", "supcon", "circle", "proxy_anchor")
 
 
 @pytest.mark.slow
