@@ -3,7 +3,9 @@ extra references of a pair-based loss.
 
 Embeddings drift slowly once training settles, so those of earlier batches are nearly what the
 network would compute now; a queue of the last `size` of them gives each anchor many more pairs
-than its batch holds, for the price of a B x (B + size) matrix.
+than its batch holds. The pair-based losses on cosine similarities pay a B x (B + size) matrix;
+the triplet and batch contrastive losses mine the (B + size) x (B + size) matrix with the
+memory's rows weighted 0 as anchors (their mining rules work on square matrices).
 
 Anchors are the batch's; references are the batch itself followed by the memory (no gradient
 flows into the memory). pytorch-metric-learning's `CrossBatchMemory` differs: it enqueues first
@@ -68,14 +70,18 @@ class CrossBatchMemory(keras.layers.Layer):
         return self.labels[:rows], self.embeddings[:rows]
 
     def enqueue(self, labels, embeddings):
-        """Writes the batch over the oldest entries and counts a step."""
-        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
-        batch = ops.shape(labels)[0]
-        positions = ops.cast(ops.mod(self.enqueued + ops.arange(batch, dtype="int64"), self.size), "int32")
+        """Writes the batch over the oldest entries and counts a step; of a batch larger than the
+        memory only the last `size` rows are kept (duplicate positions would race)."""
+        batch = ops.cast(ops.shape(ops.reshape(labels, (-1,)))[0], "int64")
+        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")[-self.size:]
+        embeddings = embeddings[-self.size:]
+        kept = ops.cast(ops.shape(labels)[0], "int64")
+        positions = ops.cast(ops.mod(self.enqueued + (batch - kept) + ops.arange(kept, dtype="int64"), self.size),
+                             "int32")
         self.embeddings.assign(ops.scatter_update(self.embeddings, positions[:, None],
                                                   ops.stop_gradient(ops.cast(embeddings, "float32"))))
         self.labels.assign(ops.scatter_update(self.labels, positions[:, None], labels))
-        self.enqueued.assign_add(ops.cast(batch, "int64"))
+        self.enqueued.assign_add(batch)
         self.steps.assign_add(1)
 
     def call(self, embeddings):
@@ -124,8 +130,8 @@ class MemoryModel(keras.Model):
         labels, embeddings = (every_label, every_embedding) if loss.cross_replica else (y, y_pred)
         value = scale_for_replicas(loss.references_loss(labels, embeddings, *memory.references()))
         memory.enqueue(every_label, every_embedding)  # after the read above: control dependencies keep the order
-        for extra in self.losses:  # regularisers, as Keras' own compute_loss adds them
-            value = value + ops.cast(extra, value.dtype)
+        for extra in self.losses:  # regularisers, scaled per replica as Keras' own compute_loss does
+            value = value + ops.cast(self._aggregate_additional_loss(extra), value.dtype)
         return value
 
 

@@ -38,6 +38,22 @@ def test_memory_references_match_the_loops(name, seed):
     assert expected != pytest.approx(loop(labels, embeddings, None), rel=1e-3)  # the memory mattered
 
 
+@pytest.mark.parametrize("mining", ["semi_hard", "hard", "all"])
+@pytest.mark.parametrize("soft_margin", [False, True])
+def test_triplet_memory_rows_are_references_only(mining, soft_margin):
+    # The loop of tests/losses/test_triplet.py with the memory's rows weighing 0 as anchors.
+    from tests.losses.test_triplet import weighted_reference
+
+    rng = np.random.default_rng(4)
+    labels, memory_labels = rng.integers(0, 4, 8), rng.integers(0, 6, 12)
+    embeddings, memory_embeddings = rng.normal(size=(8, 5)), rng.normal(size=(12, 5))
+    loss = get_loss("triplet")(mining=mining, margin=0.3, soft_margin=soft_margin)
+    value = loss.references_loss(labels, embeddings.astype("float32"), memory_labels, memory_embeddings.astype("float32"))
+    expected = weighted_reference(np.concatenate([labels, memory_labels]), np.concatenate([embeddings, memory_embeddings]),
+                                  0.3, mining, "euclidean", soft_margin, np.r_[np.ones(8), np.zeros(12)])
+    assert float(value) == pytest.approx(expected, rel=1e-4)
+
+
 def test_no_gradient_flows_into_the_memory():
     memory_embeddings = tf.Variable(np.random.default_rng(0).normal(size=(6, 4)).astype("float32"))
     embeddings = tf.Variable(np.random.default_rng(1).normal(size=(4, 4)).astype("float32"))
@@ -57,6 +73,10 @@ def test_the_queue_overwrites_the_oldest_and_waits_for_its_warm_up():
     # 6 enqueued into 5 slots: the first written slot now holds step 2's second embedding.
     assert list(memory.labels.numpy()) == [2, 0, 1, 1, 2] and int(memory.enqueued.numpy()) == 6
     assert bool(memory.ready())
+    # A batch larger than the memory keeps its last 5 rows where writing the 7 one by one from
+    # the oldest slot (1) leaves them: 10 -> 1, 11 -> 2, 12 -> 3, 13 -> 4, 14 -> 0, 15 -> 1, 16 -> 2.
+    memory.enqueue(np.arange(10, 17), np.arange(14, dtype="float32").reshape(7, 2))
+    assert list(memory.labels.numpy()) == [14, 15, 16, 12, 13] and int(memory.enqueued.numpy()) == 13
 
 
 def small_model(memory_size, warmup_steps=0, name="triplet"):
@@ -72,10 +92,12 @@ def test_training_fills_the_memory_and_uses_it_after_the_warm_up(tmp_path):
     rng = np.random.default_rng(0)
     images, labels = rng.normal(size=(8, 6)).astype("float32"), np.repeat(np.arange(4), 2)
     model = small_model(16, warmup_steps=2)
-    losses = [float(model.train_on_batch(images, labels)) for _ in range(3)]
+    losses = [float(model.train_on_batch(images, labels + 10 * step)) for step in range(3)]
     memory = model.memory
     assert int(memory.enqueued.numpy()) == 24 and int(memory.steps.numpy()) == 3
-    assert sorted(memory.labels.numpy()[:8]) == sorted(labels)  # the third batch, over the first
+    # The third batch (labels + 20) over the first; the second's stays in slots 8 to 15.
+    assert list(memory.labels.numpy()) == list(labels + 20) + list(labels + 10)
+    assert np.allclose(memory.embeddings.numpy()[:8], model.tower(images).numpy(), atol=0.5)
     # Steps 1 and 2 are plain in-batch losses; step 3 adds 16 references.
     plain = small_model(16, warmup_steps=100)
     plain.set_weights(model.get_weights())
