@@ -119,7 +119,7 @@ def main():
                 "seconds": min(r["seconds"] for r in good), "finite": all(r["finite"] for r in good)}
             rows.setdefault(name, {})[str(batch)] = reply
             print(name, batch, json.dumps(reply), flush=True)
-    result = {"dim": args.dim, "repeats": args.repeats, "centres": CENTRES, "goal_bytes": GOAL_BYTES, "losses": rows,
+    result = {"kind": NAME, "dim": args.dim, "repeats": args.repeats, "centres": CENTRES, "goal_bytes": GOAL_BYTES, "losses": rows,
               "machine": lib.host_info()}
     lib.atomic_write_json(args.output, result)
 

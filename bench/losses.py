@@ -80,10 +80,11 @@ def main():
     args = parser.parse_args()
     if args.set and args.only != "ours":
         sys.exit("error: --set changes our side only: add --only ours")
-    result = {"rows": {}}
+    result = {"kind": NAME, "rows": {}}
     if os.path.exists(args.output):
         with open(args.output) as handle:
             result = json.load(handle)
+        result["kind"] = NAME
     for loss in args.losses:
         row = f"{loss} {args.tag}".strip()
         entry = result["rows"].setdefault(row, {"loss": loss, "steps": args.steps, "overrides": args.set})

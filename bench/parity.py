@@ -154,7 +154,7 @@ def main():
             row["pml_float32_gradient"] = max(row["pml_float32_gradient"], floor[1])
     for row in rows.values():
         row["within_target"] = max(row["value"], row["gradient"], row.get("centres_gradient", 0.0)) <= TARGET
-    result = {"target": TARGET, "seeds": args.seeds, "batch": f"{args.classes} x {args.per_class}",
+    result = {"kind": "parity", "target": TARGET, "seeds": args.seeds, "batch": f"{args.classes} x {args.per_class}",
               "embedding_size": args.dim, "num_classes": args.num_classes, "cases": rows,
               "machine": lib.host_info(), "peer": versions, "ours": lib.ml_versions()}
     lib.atomic_write_json(args.output, result)

@@ -15,7 +15,10 @@ import sys
 
 import lib
 from lib import fmt, markdown_table
-from report_sections import SECTIONS, is_search_result, search_classes_section, search_section
+from report_losses import SECTIONS as LOSS_SECTIONS
+from report_sections import SECTIONS as OTHER_SECTIONS, is_search_result, search_classes_section, search_section
+
+SECTIONS = {**OTHER_SECTIONS, **LOSS_SECTIONS}
 
 COMMANDS = [
     ("throughput", "python bench/throughput.py", "28 px, semi-hard, 5 ours/peer pairs"),
