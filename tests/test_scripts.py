@@ -118,7 +118,7 @@ def test_test_py_user_errors_exit_2_with_one_line(trained, tmp_path, case, omnig
     ("train.epochz=1", "unknown key 'train.epochz'; valid keys in 'train': epochs, steps_per_epoch"),
     ("train.epochs=zero", "train.epochs must be an integer, received: 'zero'"),
     ("loss.mining=easy", "loss.mining of model.architecture embedding must be one of all, hard, semi_hard, received: 'easy'"),
-    ("loss.scale=30", "loss.scale is not a setting of the triplet loss; it takes: cross_replica, distance, margin, mining, soft_margin"),
+    ("loss.scale=30", "loss.scale is not a setting of the triplet loss; it takes: cross_replica, distance, margin, memory_size, memory_warmup_steps, mining, soft_margin"),
     ("loss.negatives_selection_mode=semihard", "loss.negatives_selection_mode has moved to loss.mining"),
 ])
 def test_train_py_config_errors_exit_2_with_one_line(override, message):
