@@ -18,7 +18,7 @@ import math
 import keras
 from keras import ops
 
-from embedding_net.losses.proxies import ClassCentres
+from embedding_net.losses.proxies import ClassCentres, build_proxy_model
 from embedding_net.losses.registry import register_loss
 
 
@@ -113,11 +113,8 @@ def build_arcface_model(embedding_model, num_classes, scale=30.0, margin=0.5, ea
         num_classes: the number of training classes; labels are ids in [0, num_classes).
         scale, margin, easy_margin: see `ArcFace`.
     """
-    image = keras.Input(embedding_model.input_shape[1:], dtype=embedding_model.inputs[0].dtype, name="image")
-    label = keras.Input((), dtype="int32", name="label")
-    logits = ArcFace(num_classes, scale=scale, margin=margin, easy_margin=easy_margin,
-                     name="arcface")(embedding_model(image), label)
-    return keras.Model([image, label], logits, name=name)
+    head = ArcFace(num_classes, scale=scale, margin=margin, easy_margin=easy_margin, name="arcface")
+    return build_proxy_model(embedding_model, head, name=name)
 
 
 def arcface_inputs(images, labels):

@@ -97,8 +97,7 @@ class BatchContrastiveLoss(keras.losses.Loss):
         negatives = ops.logical_and(rules.negative_mask(labels), anchors)
         # The positive pairs on each anchor's positive slots [B, M] (M = K - 1 in a P x K batch),
         # not on B x B: at B = 8,192 each B x B temporary is 256 MiB.
-        columns, in_use = rules.positive_slots(positives, rules.positive_slot_count(positives))
-        positive_distances = rules.take_per_row(distances, columns)
+        positive_distances, in_use = rules.positive_slot_distances(distances, positives)
         return (mean_of_nonzero(ops.relu(positive_distances - self.positive_margin), in_use)
                 + mean_of_nonzero(ops.relu(self.negative_margin - distances), negatives))
 

@@ -22,7 +22,7 @@ import keras
 from keras import ops
 
 from embedding_net.losses.reduction import gather_across_replicas, scale_for_replicas
-from embedding_net.losses.registry import loss_info
+from embedding_net.losses.registry import get_loss, list_losses, loss_info
 
 
 def check_memory_size(key, value):
@@ -142,7 +142,5 @@ def loss_takes_memory(loss):
 
 def losses_with_memory():
     """The registered embedding losses that take a cross-batch memory."""
-    from embedding_net.losses.registry import get_loss, list_losses
-
     return [name for name in list_losses("embedding")
             if "head" not in loss_info(name) and callable(getattr(get_loss(name), "references_loss", None))]

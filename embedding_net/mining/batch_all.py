@@ -139,8 +139,7 @@ def hinges_per_anchor(distances, labels, margin):
 
 def _values_by_comparison(distances, labels, slots):
     """d(a, p) - d(a, n) as [a, positive slot, n] values, and their valid mask."""
-    columns, in_use = rules.positive_slots(rules.positive_mask(labels), slots)
-    positive_distances = rules.take_per_row(distances, columns)  # [B, M]
+    positive_distances, in_use = rules.positive_slot_distances(distances, rules.positive_mask(labels), slots)
     values = positive_distances[:, :, None] - distances[:, None, :]
     valid = ops.logical_and(in_use[:, :, None], rules.negative_mask(labels)[:, None, :])
     return values, valid
@@ -162,9 +161,8 @@ def _hinges_by_comparison(distances, labels, margin, slots):
 
 def _hinges_by_sorting(distances, labels, margin):
     # On each anchor's positive slots [B, M], not on the B x B layout: M = K - 1 in a P x K batch.
-    positives = rules.positive_mask(labels)
-    columns, in_use = rules.positive_slots(positives, rules.positive_slot_count(positives))
-    reach = rules.take_per_row(distances, columns) + margin  # a negative nearer makes (a, p, n) active
+    positive_distances, in_use = rules.positive_slot_distances(distances, rules.positive_mask(labels))
+    reach = positive_distances + margin  # a negative nearer than this makes (a, p, n) active
     count, total = negatives_nearer_than(distances, labels, reach)
     # k x - sum is a sum of k non-negative terms: clamp the rounding below 0.
     hinges = ops.maximum(count * reach - total, 0.0)

@@ -125,6 +125,14 @@ def positive_slots(positives, slots):
     return columns, take_per_row(positives, columns)
 
 
+def positive_slot_distances(distances, positives, slots=None):
+    """d(a, p) on each anchor's positive slots rather than the B x B layout (M = K - 1 in a P x K
+    batch): `(distances [B, M], in_use [B, M])`, M = `slots` or `positive_slot_count`."""
+    slots = positive_slot_count(positives) if slots is None else slots
+    columns, in_use = positive_slots(positives, slots)
+    return take_per_row(distances, columns), in_use
+
+
 def _semi_hard_by_comparison(distances, positives, negatives, slots):
     """`semi_hard_negative` for few positives per anchor: [B, M, B] masked reductions."""
     columns, in_use = positive_slots(positives, slots)

@@ -41,8 +41,7 @@ def batch_hard(distances, labels, hinge, weights, margin, soft_margin):
 def semi_hard(distances, labels, hinge, weights, margin, soft_margin):
     # On each anchor's positive slots [B, M], not on the B x B layout: M = K - 1 in a P x K batch.
     positives, negatives = rules.positive_mask(labels), rules.negative_mask(labels)
-    columns, in_use = rules.positive_slots(positives, rules.positive_slot_count(positives))
-    positive_distances = rules.take_per_row(distances, columns)
+    positive_distances, in_use = rules.positive_slot_distances(distances, positives)
     negative_distances = rules.semi_hard_choice(distances, negatives, positive_distances)
     valid = ops.logical_and(in_use, ops.any(negatives, axis=1)[:, None])
     losses = ops.where(valid, hinge(positive_distances - negative_distances), 0.0)
