@@ -27,12 +27,14 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from embedding_net.config import load_config
+    from embedding_net.config.checks import check_paths
     from embedding_net.console import native_stderr_silenced, one_line_warnings
     from embedding_net.errors import UserError
 
     try:
         with one_line_warnings(), native_stderr_silenced():  # only imports and config checks
             config = load_config(args.config, args.overrides)
+            check_paths(config)  # before the run folder is made
             from embedding_net.training import run
         metrics = run(config)
     except UserError as error:

@@ -187,6 +187,17 @@ def test_train_py_missing_dataset_folder_exits_2_with_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == errors[0]
 
 
+def test_a_mistyped_data_root_on_the_default_config_is_an_error_and_creates_nothing(tmp_path):
+    # The default config reads the shipped Omniglot; a folder the user names wins, and must exist.
+    cache = tmp_path / "cache"
+    result = subprocess.run([sys.executable, "train.py", "--set", f"data.root={tmp_path / 'my_photoss'}",
+                             "--set", f"output.work_dir={tmp_path / 'runs'}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env=dict(os.environ, PYTHONPATH=ROOT, EMBEDDING_NET_CACHE=str(cache)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: data.root folder not found: {tmp_path / 'my_photoss'}"
+    assert sorted(os.listdir(tmp_path)) == []  # no run folder, no Omniglot anywhere
+
+
 def test_train_writes_a_litert_copy_and_test_py_answers_as_with_keras(trained, omniglot_subset):
     from embedding_net.inference.litert import fresh_litert_copy
 

@@ -149,6 +149,15 @@ def _check_consistency(config):
         raise ConfigError("encodings.splits must name at least one split, received: []")
 
 
+def _root_wins(config):
+    """A folder the user names is what trains: `data.root` set on top of a config that reads a
+    shipped dataset (the default one does) drops `data.dataset`, so the run's config.yml says
+    what was read."""
+    if config.data.root is not None and config.data.dataset is not None:
+        return dataclasses.replace(config, data=dataclasses.replace(config.data, dataset=None))
+    return config
+
+
 def _check_siamese_head(model, loss):
     # The euclidean head outputs a distance (contrastive loss), the l1 head a probability.
     head_losses = architecture_entry(model.architecture).info.get("head_losses")
@@ -176,6 +185,7 @@ def config_from_dict(raw):
     hints = typing.get_type_hints(Config)
     config = Config(**{name: _build_section(name, hints[name], raw[name] or {}) for name in raw})
     _check_consistency(config)
+    config = _root_wins(config)
     _check_registry_choices(config)
     check_components(raw)
     _check_siamese_head(config.model, config.loss)

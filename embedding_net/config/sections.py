@@ -10,6 +10,8 @@ import os
 import typing
 from dataclasses import dataclass, field
 
+from embedding_net.cache import dataset_dir
+
 
 
 _PACKAGE = "embedding_net"
@@ -46,7 +48,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str = "data/omniglot"
+    """Where the images come from: the folder `root` (a path the user names, which must exist),
+    or the shipped dataset named by `dataset` (materialised in the cache, `embedding_net.cache`).
+    A `root` wins over a `dataset` (the config then resolves `dataset` to null)."""
+
+    root: typing.Optional[str] = None
     dataset: typing.Optional[str] = field(default=None, metadata=_registry(f"{_PACKAGE}.data.datasets:list_datasets", optional=True))
     train_split: str = "train"
     val_split: str = "val"
@@ -63,6 +69,11 @@ class DataConfig:
     augmentation: str = field(default="none", metadata=_registry(f"{_PACKAGE}.data.presets:list_augmentations"))
     transforms: typing.Tuple[dict, ...] = ()
     batch_size: typing.Optional[int] = field(default=None, metadata=_at_least(2))
+
+    @property
+    def folder(self):
+        """The folder read: `root`, or the cache folder of the shipped `dataset`."""
+        return self.root if self.root is not None else dataset_dir(self.dataset)
 
 
 @dataclass(frozen=True)

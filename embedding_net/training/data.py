@@ -15,14 +15,14 @@ from embedding_net.inference.encodings import embed_folder_images
 from embedding_net.errors import ConfigError, DatasetError
 from embedding_net.data.sampling import pk_dataset
 from embedding_net.data.sources import scan_splits
+from embedding_net.config.checks import check_data_paths
 
 
 def prepare_dataset(data):
-    """Materialises a built-in dataset on first use; returns the dataset root."""
-    if data.dataset is not None:
-        get_dataset(data.dataset)(data.root)
-    if not os.path.isdir(data.root):
-        raise DatasetError(f"data.root folder not found: {data.root}")
+    """Materialises a shipped dataset in the cache on first use; returns the folder read."""
+    check_data_paths(data)
+    if data.root is None:
+        return get_dataset(data.dataset)(data.folder)
     return data.root
 
 
@@ -47,8 +47,8 @@ def decode_split(config, folder, min_images_per_class=2):
 
 
 def load_split(config, split, min_images_per_class=2):
-    """Scans and decodes the class folders `data.root/<split>` (see `decode_split`)."""
-    folder = scan_image_folder(os.path.join(config.data.root, split), min_images_per_class=1)
+    """Scans and decodes the class folders `<data folder>/<split>` (see `decode_split`)."""
+    folder = scan_image_folder(os.path.join(config.data.folder, split), min_images_per_class=1)
     return decode_split(config, folder, min_images_per_class)
 
 
@@ -56,7 +56,7 @@ def load_splits(config):
     """The train split and, when there is one, the val split: `{name: (ImageFolder, images)}`,
     from a CSV file or class folders (see `sources.scan_splits`), decoded by `decode_split`."""
     data = config.data
-    scanned = scan_splits(data.root, data.train_split, data.val_split, csv_path=data.csv,
+    scanned = scan_splits(data.folder, data.train_split, data.val_split, csv_path=data.csv,
                           path_column=data.csv_path_column, label_column=data.csv_label_column,
                           split_column=data.csv_split_column, val_ratio=data.val_ratio, seed=config.train.seed)
     return {split: decode_split(config, folder, 2 if split == data.train_split else 1)

@@ -39,7 +39,7 @@ def write_encodings(config, model, splits, embedded, threshold=None):
     whose manifest records the SHA-256 of the run's `model.keras`."""
     for split in config.encodings.splits:
         if split not in splits:
-            if config.data.csv is not None or not os.path.isdir(os.path.join(config.data.root, split)):
+            if config.data.csv is not None or not os.path.isdir(os.path.join(config.data.folder, split)):
                 raise ConfigError(f"encodings.splits must name splits of the data ({', '.join(splits)}), "
                                   f"received: {split!r}")
             folder, images = load_split(config, split, min_images_per_class=1)
@@ -68,12 +68,12 @@ def evaluate(config, splits, embedded):
     """
     val_split, train_split = config.data.val_split, config.data.train_split
     if val_split not in splits:
-        warnings.warn(f"no {val_split} split under {config.data.root}: nothing to evaluate", stacklevel=2)
+        warnings.warn(f"no {val_split} split under {config.data.folder}: nothing to evaluate", stacklevel=2)
         return {}, None
     (val_folder, _), (train_folder, _) = splits[val_split], splits[train_split]
     return score_folders(val_folder, embedded[val_split], train_folder, embedded[train_split],
                          config.loss.distance, config.evaluation.knn_k, config.evaluation.episodes,
-                         config.train.seed, dataset_root=config.data.root)
+                         config.train.seed, dataset_root=config.data.folder)
 
 
 def view_folder_split(config, splits):

@@ -100,7 +100,7 @@ def materialize_omniglot(root, alphabets=None, source_dir=SOURCE_DIR):
     if os.path.exists(root):
         raise DatasetError(
             f"{root} exists but is not a complete materialised dataset (no {MARKER}); "
-            "delete it, or point data.root to another folder"
+            "delete it and run again to write the dataset there afresh"
         )
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
