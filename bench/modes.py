@@ -29,7 +29,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--work-dir", default="work_dirs/bench_modes")
-    parser.add_argument("--data-root", default="data/omniglot")
+    parser.add_argument("--data-root", default=None, help="a materialised Omniglot folder (default: the "
+                        "configs' shipped dataset, in the cache)")
     parser.add_argument("--configs", nargs="*", default=sorted(glob.glob("configs/omniglot*.yml")))
     parser.add_argument("--output", default="bench/results/modes.json")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -40,7 +41,8 @@ def main():
         name = os.path.basename(path)[:-4]
         config = load_config(path, [
             f"train.epochs={args.epochs}", f"train.steps_per_epoch={args.steps}", "train.verbose=0",
-            "evaluation.plots=false", f"output.work_dir={args.work_dir}", f"data.root={args.data_root}", *args.set])
+            "evaluation.plots=false", f"output.work_dir={args.work_dir}",
+            *([f"data.root={args.data_root}"] if args.data_root else []), *args.set])
         started = time.time()
         metrics = training.run(config)
         results[name] = {key: metrics.get(key) for key in KEYS}
