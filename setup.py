@@ -27,7 +27,10 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["embedding_net", "embedding_net.*"]),
-    package_data={"embedding_net.data.datasets": ["files/omniglot/*"]},
+    # The shipped configs live in the package (the repository's configs/ links to them), so
+    # `embedding-net train --config omniglot_supcon` works after a plain `pip install`.
+    package_data={"embedding_net.data.datasets": ["files/omniglot/*"], "embedding_net": ["configs/*.yml"]},
+    entry_points={"console_scripts": ["embedding-net = embedding_net.cli:main"]},
     install_requires=requirements(),
     extras_require={"dev": ["pytest>=8,<10"]},
 )

@@ -38,3 +38,24 @@ def one_line_warnings():
         finally:
             for warning in caught:
                 print(f"warning: {warning.message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def plain_warnings():
+    """Warnings raised in the block printed at once as `warning: <message>`, one line each,
+    without the library's file and line (which tell a user nothing they can act on)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr if file is None else file, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        # Libraries' notices to their own callers (NumPy 2 migration, TensorFlow deprecations).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.showwarning = show
+        yield
+
+
+def quiet_unless(verbose, silencer):
+    """`silencer()` (e.g. `native_stderr_silenced`), or nothing when `verbose` asks to see all."""
+    return contextlib.nullcontext() if verbose else silencer()

@@ -40,3 +40,32 @@ def check_paths(config):
     """Every path of `config` that must exist before training starts."""
     check_data_paths(config.data)
     check_model_paths(config.model)
+
+
+def _same_run(previous, current):
+    """Whether two configs (as dicts) make the same run: how verbosely it prints does not count,
+    nor the precision when the new config says `auto` (config.yml records it resolved)."""
+    previous, current = ({section: dict(keys) for section, keys in values.items()} for values in (previous, current))
+    ignored = ["verbose"] + (["mixed_precision"] if current["train"].get("mixed_precision") == "auto" else [])
+    for values in (previous, current):
+        for key in ignored:
+            values.get("train", {}).pop(key, None)
+    return previous == current
+
+
+def check_run_folder(config):
+    """Refuses to train into a folder that holds a finished run (its metrics.json) of another
+    config: the outputs of a run someone may be using are never overwritten without a word. A
+    rerun of the same config is allowed (it resumes and rewrites the same outputs)."""
+    from embedding_net.config.loading import config_to_dict, load_config
+
+    if not os.path.isfile(os.path.join(config.run_dir, "metrics.json")):
+        return
+    try:
+        same = _same_run(config_to_dict(load_config(os.path.join(config.run_dir, "config.yml"))),
+                         config_to_dict(config))
+    except (ConfigError, DatasetError):
+        same = False  # no readable config.yml: whatever made that run, it is not known to be this one
+    if not same:
+        raise ConfigError(f"{config.run_dir} holds a finished run made with another config; set output.name "
+                          "to train this one beside it (or delete the folder to replace it)")

@@ -207,8 +207,10 @@ def parse_override(text):
     return keys, value
 
 
-def load_config(path=None, overrides=()):
-    """Reads a YAML config file, applies `section.key=value` overrides and validates the result."""
+def load_config(path=None, overrides=(), chosen=None):
+    """Reads a YAML config file, applies `chosen` ({"section.key": value}, e.g. the choices
+    that `train.py --data DIR` makes from the data), then the `section.key=value` overrides,
+    and validates the result."""
     raw = {}
     if path is not None:
         try:
@@ -225,8 +227,8 @@ def load_config(path=None, overrides=()):
             raise ConfigError(f"{path} must hold a mapping of sections, received: {raw!r}")
     raw = {name: dict(values or {}) if isinstance(values, dict) or values is None else values
            for name, values in raw.items()}
-    for text in overrides:
-        (section, key), value = parse_override(text)
+    parsed = [(tuple(full.split(".")), value) for full, value in (chosen or {}).items()]
+    for (section, key), value in parsed + [parse_override(text) for text in overrides]:
         if not isinstance(raw.setdefault(section, {}), dict):
             raise ConfigError(f"section '{section}' must be a mapping, received: {raw[section]!r}")
         raw[section][key] = value
