@@ -6,6 +6,7 @@ A crash at any moment leaves either the old file or the new one, never a torn on
 import contextlib
 import csv
 import os
+import shutil
 import tempfile
 
 
@@ -31,6 +32,40 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yields a new empty folder next to `path`; puts it in place of `path` if the block succeeds.
+
+    A folder cannot be renamed over a non-empty one, so an existing `path` is first renamed aside,
+    then deleted: a reader sees the old folder or the new one, never a half-written one (a crash
+    between the two renames leaves no `path`, and the old folder beside it as `.<name>.old.*`).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(os.path.normpath(path))
+    temporary = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o777 & ~umask)  # mkdtemp's 0700, made what a plain mkdir gives
+    try:
+        yield temporary
+        aside = None
+        if os.path.lexists(path):
+            aside = tempfile.mkdtemp(prefix=f".{name}.old.", dir=folder)
+            os.replace(path, os.path.join(aside, name))
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            if aside is not None:  # the old folder goes back where it was
+                os.replace(os.path.join(aside, name), path)
+            raise
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)  # gone already once renamed into place
 
 
 def atomic_write_text(path, text):

@@ -37,7 +37,7 @@ def _at_least(minimum):
 class ModelConfig:
     backbone: str = field(default="conv4", metadata=_registry(f"{_PACKAGE}.models.backbones:list_backbones"))
     input_shape: typing.Tuple[int, int, int] = field(default=(28, 28, 1), metadata=_at_least(1))
-    embedding_size: int = field(default=64, metadata=_at_least(1))
+    embedding_size: int = field(default=128, metadata=_at_least(1))
     weights: typing.Optional[str] = None
     pooling: str = field(default="avg", metadata=_registry(f"{_PACKAGE}.models.builders:POOLINGS"))
     invert: bool = False
@@ -151,6 +151,7 @@ class EvaluationConfig:
 class OutputConfig:
     work_dir: str = "work_dirs"
     name: str = "omniglot"
+    tensorboard: bool = True  # <run>/logs/: scalars per epoch and the val encodings' projector
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from embedding_net.data.datasets.registry import get_dataset
 from embedding_net.inference.encodings import embed_folder_images
 from embedding_net.errors import ConfigError, DatasetError
 from embedding_net.data.sampling import pk_dataset
-from embedding_net.data.sources import scan_splits
+from embedding_net.data.sources import scan_splits, split_by_class
 from embedding_net.config.checks import check_data_paths
 
 
@@ -104,3 +104,37 @@ def check_batch(config, folder, split):
             f"data.classes_per_batch must be at most the {len(folder.class_names)} usable classes "
             f"of the {split} split, received: {config.data.classes_per_batch}"
         )
+
+
+# The share of each training class held out to choose the checkpoint when val shares the
+# train classes; its own seed offset, so it does not follow data.val_ratio's draw.
+SELECTION_RATIO = 0.1
+SELECTION_SEED_OFFSET = 7
+
+
+def selection_split(config, splits):
+    """What picks the checkpoint and stops early (the `validation_data` of fit), so that the
+    reported metrics never come from the images that chose the weights.
+
+    Returns `(training_set, validation_set, description)`:
+    - val shares classes with train (the figures are queries against the train images): a
+      seeded 10% of each train class is held out of training for the choice, and val is only
+      evaluated; `description` is "train_holdout";
+    - val holds other classes (Omniglot's unseen characters): val's loss chooses, as before,
+      and `description` says "val" so metrics.json discloses it;
+    - nothing to choose with (no val, or validation_steps 0): `(None, None)`, "none".
+    """
+    data = config.data
+    train = splits[data.train_split]
+    val_folder = splits.get(data.val_split, (None, None))[0]
+    if val_folder is None or not config.train.validation_steps:
+        return train, (None, None), "none"
+    if not set(val_folder.class_names) & set(train[0].class_names):
+        return train, splits[data.val_split], "val"
+    kept, held = split_by_class(train[0], SELECTION_RATIO, config.train.seed + SELECTION_SEED_OFFSET)
+    if len(held) == 0:
+        return train, (None, None), "none"
+    held_out = np.isin(train[0].paths, held.paths)
+    images = train[1]
+    return ((kept, None if images is None else images[~held_out]),
+            (held, None if images is None else images[held_out]), "train_holdout")

@@ -26,6 +26,7 @@ from embedding_net.training.callbacks import (
     completed_epochs,
     save_model_atomically,
 )
+from embedding_net.config.checks import check_model_paths
 from embedding_net.config.loading import load_config, save_config
 from embedding_net.data.folders import add_rotated_classes
 from embedding_net.training.strategy import build_strategy, check_classes_per_replica, is_chief, worker_dir
@@ -44,6 +45,7 @@ from embedding_net.training.data import (
     embed_split,
     load_splits,
     prepare_dataset,
+    selection_split,
 )
 from embedding_net.training.outputs import (
     evaluate,
@@ -53,6 +55,7 @@ from embedding_net.training.outputs import (
     write_litert_copy,
 )
 from embedding_net.training.setup import build_training_setup, run_optimizer, schedule_callbacks
+from embedding_net.training.tensorboard import tensorboard_callbacks, write_run_tensorboard  # issue #18
 
 # Keras dtype policies of `train.mixed_precision`: layers compute in half precision and keep
 # float32 weights; distances, mining, losses and the L2 normalisation cast to float32 anyway.
@@ -129,12 +132,14 @@ def _run(config, strategy):
     os.makedirs(os.path.join(work_dir, "checkpoints"), exist_ok=True)
     _check_resumable(config, work_dir)
     resumed = completed_epochs(os.path.join(work_dir, "backup"))
+    if resumed and chief and config.train.verbose:
+        print(f"resuming at epoch {resumed + 1} of {config.train.epochs}", flush=True)
     save_config(config, os.path.join(work_dir, "config.yml"))
 
-    splits, training_set = _load_data(config)
+    splits, training_set, (validation_set, selection) = _load_data(config)
     with strategy.scope():
         model = _build_model(config)
-        setup = _compiled_setup(config, model, training_set, splits, resumed)
+        setup = _compiled_setup(config, model, training_set, validation_set, resumed)
     view_folder = splits[view_folder_split(config, splits)][0]
     tsne_indices = tsne_subsample(view_folder.labels, config.evaluation.tsne_max_points,
                                   config.evaluation.tsne_max_classes, config.train.seed)
@@ -162,31 +167,34 @@ def _run(config, strategy):
         metrics["tsne_seconds"] = round(tsne_seconds + seconds[1], 1)
     write_encodings(config, model, splits, embedded, metrics.get("threshold"))
     metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["checkpoint_selection"] = selection if config.train.restore_best else "last"
     if config.train.export_litert:
         metrics["litert_export_seconds"] = export_seconds
     if classes is not None:
         write_class_tables(config.run_dir, *classes)
     atomic_write_text(os.path.join(config.run_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
+    write_run_tensorboard(config, splits, embedded, metrics)  # issue #18: final scalars, projector
     return metrics
 
 
 def _load_data(config):
-    """The decoded splits, and the training set (with its rotated classes when asked for)."""
+    """The decoded splits, the training set (with its rotated classes when asked for), and
+    `(validation set, what it is)` from `selection_split`."""
     prepare_dataset(config.data)
     splits = load_splits(config)
-    train_folder, train_images = splits[config.data.train_split]
+    check_batch(config, splits[config.data.train_split][0], config.data.train_split)
+    training_set, selection_set, selection = selection_split(config, splits)
+    train_folder, train_images = training_set
     check_batch(config, train_folder, config.data.train_split)
-    training_set = (train_folder, train_images)
     if config.data.rotate_classes:
         if train_images is None:
             raise ConfigError("data.rotate_classes needs the images in memory: set data.cache: memory")
         training_set = add_rotated_classes(train_folder, train_images)
-    return splits, training_set
+    return splits, training_set, (selection_set, selection)
 
 
-def _compiled_setup(config, model, training_set, splits, resumed):
+def _compiled_setup(config, model, training_set, validation_set, resumed):
     """`build_training_setup`, compiled, its optimizer built, resuming at epoch `resumed`."""
-    validation_set = splits.get(config.data.val_split, (None, None))
     # Batch i of the run is the same whether or not it was interrupted before it.
     start_batch = resumed * config.train.steps_per_epoch
     setup = build_training_setup(config, model, training_set, validation_set, start_batch)
@@ -223,6 +231,8 @@ def _fit(config, strategy, model, setup, training_set, work_dir, resumed):
         LearningRateLogger(),
         AtomicCheckpoint(os.path.join(work_dir, "checkpoints", "last.keras"), best_path, monitor, saved_model=model),
         keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=resumed > 0),
+        # issue #18: per-epoch scalars, chief only; before schedule_callbacks, which change the rate
+        *tensorboard_callbacks(config, is_chief(strategy), resumed),
         *schedule_callbacks(train, monitor),
         # Last, so that an epoch counts as done only once everything above has been written.
         keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup"), double_checkpoint=True),
@@ -269,8 +279,7 @@ def _check_model_keys(model, train):
         offered = ", ".join(["null", *spec.pretrained, "a .keras or .weights.h5 file"])
         raise ConfigError(f"model.weights of backbone {model.backbone} must be one of {offered}, "
                           f"received: {model.weights!r}")
-    if is_file and not os.path.isfile(model.weights):
-        raise ConfigError(f"model.weights file not found: {model.weights}")
+    check_model_paths(model)
     if min(model.input_shape[:2]) < spec.min_input_size:
         raise ConfigError(f"model.input_shape of backbone {model.backbone} must be at least "
                           f"{spec.min_input_size} pixels high and wide, received: {list(model.input_shape)}")

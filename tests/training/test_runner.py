@@ -59,6 +59,7 @@ def test_run_writes_the_contract_files(tiny_run):
     assert atlantean and saved["oneshot_trials"] == 20 * len(atlantean)
     assert saved["protocol"] == "leave_one_out"
     assert saved["queries"] == 26 * 20
+    assert saved["checkpoint_selection"] == "val"  # new classes: disclosed, not hidden
 
 
 def test_resolved_config_reloads_equal(tiny_run):
@@ -278,6 +279,28 @@ def test_optimizer_options_reach_the_optimizers():
     assert isinstance(training_setup.optimizer_from_config(load_config(None, ["train.optimizer=radam"]).train), RAdam)
 
 
+def test_the_checkpoint_is_never_chosen_on_images_the_metrics_come_from(omniglot_subset, tmp_path):
+    config = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + [
+        "data.dataset=null", "data.val_split=missing", "data.val_ratio=0.25"])
+    splits = training_data.load_splits(config)
+    (train, train_images), (held, held_images), what = training_data.selection_split(config, splits)
+    assert what == "train_holdout"
+    evaluated = set(splits["missing"][0].paths)
+    assert not set(held.paths) & evaluated and not set(train.paths) & evaluated
+    assert not set(held.paths) & set(train.paths)
+    assert set(held.paths) | set(train.paths) == set(splits["train"][0].paths)
+    assert len(held) == 50 * 2  # 15 train images per class after val's 5: 10% rounds to 2
+    index = {path: i for i, path in enumerate(splits["train"][0].paths)}
+    np.testing.assert_array_equal(held_images, splits["train"][1][[index[p] for p in held.paths]])
+    np.testing.assert_array_equal(train_images, splits["train"][1][[index[p] for p in train.paths]])
+    # New classes in val (Omniglot's unseen characters): val's loss chooses, and says so.
+    omniglot = load_config(None, tiny_overrides(omniglot_subset, tmp_path))
+    omniglot_splits = training_data.load_splits(omniglot)
+    assert training_data.selection_split(omniglot, omniglot_splits)[2] == "val"
+    nothing = load_config(None, tiny_overrides(omniglot_subset, tmp_path) + ["train.validation_steps=0"])
+    assert training_data.selection_split(nothing, omniglot_splits)[1:] == ((None, None), "none")
+
+
 def test_csv_annotations_with_a_val_ratio_split_train_and_evaluate(omniglot_subset, tmp_path):
     train_root = os.path.join(omniglot_subset, "train")
     rows = [(f"{name}/{image}", name) for name in sorted(os.listdir(train_root))[:12]
@@ -298,6 +321,8 @@ def test_csv_annotations_with_a_val_ratio_split_train_and_evaluate(omniglot_subs
     assert not set(train.paths) & set(val.paths)
     metrics = training.run(config)
     assert metrics["protocol"] != "leave_one_out" and 0.0 <= metrics["top1_accuracy"] <= 1.0
+    # val shares the train classes: the checkpoint was chosen on a slice of train, not on val.
+    assert metrics["checkpoint_selection"] == "train_holdout"
     # Without a CSV, the class folders of train/ are split the same way when val/ is missing.
     folders = load_config(None, tiny_overrides(os.path.dirname(train_root), tmp_path) + [
         "data.dataset=null", "data.val_split=missing", "data.val_ratio=0.25"])
