@@ -29,7 +29,8 @@ setup(
     packages=find_packages(include=["embedding_net", "embedding_net.*"]),
     # The shipped configs live in the package (the repository's configs/ links to them), so
     # `embedding-net train --config omniglot_supcon` works after a plain `pip install`.
-    package_data={"embedding_net.data.datasets": ["files/omniglot/*"], "embedding_net": ["configs/*.yml"]},
+    package_data={"embedding_net.data.datasets": ["files/omniglot/*"], "embedding_net": ["configs/*.yml"],
+                  "embedding_net.config": ["catalogue.json"]},
     entry_points={"console_scripts": ["embedding-net = embedding_net.cli:main"]},
     install_requires=requirements(),
     extras_require={"dev": ["pytest>=8,<10"]},

@@ -68,12 +68,14 @@ def _data_choices(data, seed):
 def _resolve(args):
     """The validated config, and the lines describing what `--data` chose."""
     from embedding_net.config import load_config
+    from embedding_net.config.catalogue import catalogue_registries
     from embedding_net.config.checks import check_paths, check_run_folder
 
     default, chosen, lines = _data_choices(args.data, seed=0)
-    config = load_config(resolve_config_path(args.config or default), args.overrides, chosen)
-    check_paths(config)
-    check_run_folder(config)
+    with catalogue_registries():  # the registries' names without importing TensorFlow
+        config = load_config(resolve_config_path(args.config or default), args.overrides, chosen)
+        check_paths(config)
+        check_run_folder(config)
     return config, lines
 
 
@@ -95,7 +97,10 @@ def main(argv=None, prog=None):
             import yaml
 
             from embedding_net.config import config_to_dict
-            print(yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None), end="")
+            from embedding_net.config.catalogue import catalogue_registries
+
+            with catalogue_registries():
+                print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
             return 0
         for line in lines:
             print(line, flush=True)

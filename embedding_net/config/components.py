@@ -19,8 +19,17 @@ from embedding_net.errors import ConfigError
 
 
 def _registries():
-    """The registries of the components (imported here, not at the top: registering a loss or
-    a mining rule imports Keras, and a config's own mistakes must surface before that)."""
+    """The registries of the components: the catalogue file while the commands check a config
+    before importing TensorFlow (`catalogue.catalogue_registries`), else the live ones."""
+    from embedding_net.config.catalogue import active_catalogue, as_registries
+
+    catalogue = active_catalogue()
+    return live_registries() if catalogue is None else as_registries(catalogue)
+
+
+def live_registries():
+    """The registry modules (imported here, not at the top: registering a loss or a mining rule
+    imports Keras, and a config's own mistakes must surface before that)."""
     import embedding_net.losses as losses
     import embedding_net.mining as mining
     import embedding_net.models.architectures as architectures

@@ -18,6 +18,7 @@ from embedding_net.config.components import applies, check_components, check_mov
 from embedding_net.config.sections import Config
 from embedding_net.errors import ConfigError
 from embedding_net.config.components import architecture_entry
+from embedding_net.config.catalogue import active_catalogue
 
 
 def _type_name(annotation):
@@ -80,7 +81,11 @@ def _coerce(key, value, annotation):
 
 
 def _registry_choices(target):
-    """The names of `target`, "module:attribute" naming a `list_*` function or a tuple."""
+    """The names of `target`, "module:attribute" naming a `list_*` function or a tuple (read
+    from the catalogue file while one is in force: see `catalogue`)."""
+    catalogue = active_catalogue()
+    if catalogue is not None:
+        return tuple(catalogue["choices"][target])
     module, _, attribute = target.partition(":")
     names = getattr(importlib.import_module(module), attribute)
     return tuple(names() if callable(names) else names)
@@ -207,6 +212,14 @@ def parse_override(text):
     return keys, value
 
 
+def _yaml_error(path, error):
+    """One line naming the file, the line and column, and what PyYAML found there."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{path}{where}: not valid YAML: {problem}"
+
+
 def load_config(path=None, overrides=(), chosen=None):
     """Reads a YAML config file, applies `chosen` ({"section.key": value}, e.g. the choices
     that `train.py --data DIR` makes from the data), then the `section.key=value` overrides,
@@ -219,7 +232,7 @@ def load_config(path=None, overrides=(), chosen=None):
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+            raise ConfigError(_yaml_error(path, error)) from None
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"cannot read config file {path}: {error}") from None
         raw = {} if raw is None else raw
