@@ -15,7 +15,9 @@ The public surface, one package per concept (the README's "Where things live" ta
     en.training.run(en.config.load_config(path))    # training/    the one reader of the config
 
 Subpackages load on first use, so `import embedding_net` stays cheap and the TensorFlow-free
-ones (`data`, `evaluation`, `inference`, `index`, `viz`) never import TensorFlow.
+ones (`data`, `evaluation`, `inference`, `index`, `viz`) never import TensorFlow. The custom
+Keras objects are registered as soon as Keras is loaded too (before or after this package), so
+`keras.saving.load_model("model.keras")` works after a plain `import embedding_net`.
 """
 
 import importlib
@@ -39,3 +41,9 @@ def __getattr__(name):
 
 def __dir__():
     return sorted([*globals(), *SUBPACKAGES])
+
+
+# Last: registering may import subpackages, which import this (by then complete) package.
+from embedding_net import registration  # noqa: E402
+
+registration.install()

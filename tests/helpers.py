@@ -47,9 +47,9 @@ def reference_class_distances(queries, references, labels, num_classes, distance
     return result
 
 
-def tiny_overrides(root, work_dir, name="tiny", plots=False, export_litert=False):
-    """`--set` overrides for a run of a few seconds on the subset (without the LiteRT copy,
-    a few seconds more, unless `export_litert`)."""
+def tiny_overrides(root, work_dir, name="tiny", plots=False, export_litert=False, export_serving=False):
+    """`--set` overrides for a run of a few seconds on the subset (without the LiteRT and
+    serving copies, a few seconds more each, unless `export_litert` / `export_serving`)."""
     return [
         f"data.root={root}", "data.dataset=omniglot", "data.classes_per_batch=8",
         "data.images_per_class=2", "train.epochs=2", "train.steps_per_epoch=3",
@@ -57,6 +57,7 @@ def tiny_overrides(root, work_dir, name="tiny", plots=False, export_litert=False
         f"output.work_dir={work_dir}", f"output.name={name}", "evaluation.episodes=100",
         f"evaluation.plots={'true' if plots else 'false'}", "evaluation.tsne_max_points=200",
         f"train.export_litert={'true' if export_litert else 'false'}",
+        f"train.export_serving={'true' if export_serving else 'false'}",
     ]
 
 

@@ -127,6 +127,7 @@ class TrainConfig:
     distribute: str = field(default="none", metadata=_choice("none", "mirrored", "multi_worker"))
     mixed_precision: str = field(default="none", metadata=_choice("none", "auto", "float16", "bfloat16"))
     export_litert: bool = True
+    export_serving: bool = True  # saved_model/ (TF Serving) and model.onnx, beside model.keras
     seed: int = field(default=0, metadata=_at_least(0))
     verbose: int = field(default=1, metadata=_choice(0, 1, 2))
 

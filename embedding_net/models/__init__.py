@@ -5,8 +5,9 @@ training (Siamese, triplet).
     from embedding_net.models import build_embedding_model, list_backbones
     model = build_embedding_model("resnet18", input_shape=(64, 64, 3), embedding_size=128)
 
-Importing this package registers every custom layer with Keras, so `keras.saving.load_model`
-of a `model.keras` works after `import embedding_net.models` (or use `load_embedding_model`).
+Importing this package registers every custom layer with Keras; so does a plain `import
+embedding_net` (`embedding_net/registration.py`), as soon as Keras is loaded. Then
+`keras.saving.load_model` of a `model.keras` works (or use `load_embedding_model`).
 """
 
 from embedding_net.models.architectures import (

@@ -1,7 +1,7 @@
-"""What a training run leaves behind, as the config says: the LiteRT copy, the reference
-encodings (`encodings.npz` for the notebook and old tools, and the same gallery as the index file
-`encodings.enidx` that test.py searches memory-mapped), the metrics of the val split, and the
-plots. Part of the training layer."""
+"""What a training run leaves behind, as the config says: the LiteRT and serving copies, the
+reference encodings (`encodings.npz` for the notebook and old tools, and the same gallery as the
+index file `encodings.enidx` that test.py searches memory-mapped), the metrics of the val split,
+and the plots. Part of the training layer."""
 
 import os
 import time
@@ -14,6 +14,7 @@ from embedding_net.inference.gallery import save_encodings_index
 from embedding_net.inference.litert import file_sha256
 from embedding_net.errors import ConfigError, ModelFileError
 from embedding_net.training.export import export_litert
+from embedding_net.training.serving import export_onnx, export_saved_model
 from embedding_net.viz.reports import plot_gallery, plot_tsne_pair
 from embedding_net.evaluation.scoring import score_folders
 from embedding_net.training.data import batches, embed_split, load_split
@@ -30,6 +31,29 @@ def write_litert_copy(model, keras_path):
     except ModelFileError as error:
         warnings.warn(f"{error}; test.py will load the .keras model with TensorFlow", stacklevel=2)
     return round(time.time() - started, 1)
+
+
+# Each serving format: its export function and what it writes in the run folder, beside model.keras.
+SERVING_FORMATS = {"saved_model": (export_saved_model, "saved_model"), "onnx": (export_onnx, "model.onnx")}
+
+
+def write_serving_copies(model, run_dir, formats):
+    """Writes the serving copies named in `formats` (keys of `SERVING_FORMATS`) into `run_dir`; a
+    model one format cannot express only warns, since model.keras and the others still serve.
+
+    Returns:
+        `{"<format>_export_seconds": seconds}`, for metrics.json.
+    """
+    seconds = {}
+    for name in formats:
+        export, file_name = SERVING_FORMATS[name]
+        started = time.time()
+        try:
+            export(model, os.path.join(run_dir, file_name))
+        except ModelFileError as error:
+            warnings.warn(f"{error}; no {file_name} in {run_dir}", stacklevel=2)
+        seconds[f"{name}_export_seconds"] = round(time.time() - started, 1)
+    return seconds
 
 
 def write_encodings(config, model, splits, embedded, threshold=None):

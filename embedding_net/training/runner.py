@@ -7,7 +7,6 @@ fitted, and `training_outputs` writes what a run leaves behind."""
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -15,7 +14,6 @@ import time
 import keras
 import numpy as np
 
-from embedding_net.atomic import atomic_write_text
 from embedding_net.data.augmentation import augment_dataset
 from embedding_net.models.backbones import get_backbone
 from embedding_net.models.hub import ARCHITECTURES as HUB_BACKBONES
@@ -37,7 +35,7 @@ from embedding_net.training.generators.triplets import TripletGenerator
 from embedding_net.models.builders import build_embedding_model, load_embedding_model
 from embedding_net.training.precision import cpu_bfloat16_flags, device_line, gpu_names, resolve_mixed_precision
 from embedding_net.training.pretraining import pretrain_classifier
-from embedding_net.viz.reports import plot_tsne_pair, tsne_subsample, write_class_tables
+from embedding_net.viz.reports import plot_tsne_pair, tsne_subsample
 from embedding_net.training.data import (
     batches,
     build_augmentation_from,
@@ -47,15 +45,10 @@ from embedding_net.training.data import (
     prepare_dataset,
     selection_split,
 )
-from embedding_net.training.outputs import (
-    evaluate,
-    plot_after_training,
-    view_folder_split,
-    write_encodings,
-    write_litert_copy,
-)
+from embedding_net.training.finish import finish_run
+from embedding_net.training.outputs import view_folder_split
 from embedding_net.training.setup import build_training_setup, run_optimizer, schedule_callbacks
-from embedding_net.training.tensorboard import tensorboard_callbacks, write_run_tensorboard  # issue #18
+from embedding_net.training.tensorboard import tensorboard_callbacks
 
 # Keras dtype policies of `train.mixed_precision`: layers compute in half precision and keep
 # float32 weights; distances, mining, losses and the L2 normalisation cast to float32 anyway.
@@ -157,24 +150,9 @@ def _run(config, strategy):
 
     # Embedding and evaluation on the chief alone, with a model outside the strategy.
     model = _local_copy(config, model)
-    if config.train.export_litert:
-        export_seconds = write_litert_copy(_float32_copy(config, model), os.path.join(work_dir, "model.keras"))
-    embedded = {name: embed_split(config, model, folder, images) for name, (folder, images) in splits.items()}
-    metrics, classes = evaluate(config, splits, embedded)
-    if config.evaluation.plots:
-        seconds = plot_after_training(config, splits, embedded, training_set, tsne_indices)
-        metrics["plot_seconds"] = round(plot_seconds + seconds[0], 1)
-        metrics["tsne_seconds"] = round(tsne_seconds + seconds[1], 1)
-    write_encodings(config, model, splits, embedded, metrics.get("threshold"))
-    metrics["train_seconds"] = round(train_seconds, 1)
-    metrics["checkpoint_selection"] = selection if config.train.restore_best else "last"
-    if config.train.export_litert:
-        metrics["litert_export_seconds"] = export_seconds
-    if classes is not None:
-        write_class_tables(config.run_dir, *classes)
-    atomic_write_text(os.path.join(config.run_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    write_run_tensorboard(config, splits, embedded, metrics)  # issue #18: final scalars, projector
-    return metrics
+    return finish_run(config, model, _float32_copy(config, model), splits, training_set, tsne_indices,
+                      {"train_seconds": train_seconds, "selection": selection, "plot_seconds": plot_seconds,
+                       "tsne_seconds": tsne_seconds})
 
 
 def _load_data(config):
@@ -231,7 +209,7 @@ def _fit(config, strategy, model, setup, training_set, work_dir, resumed):
         LearningRateLogger(),
         AtomicCheckpoint(os.path.join(work_dir, "checkpoints", "last.keras"), best_path, monitor, saved_model=model),
         keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=resumed > 0),
-        # issue #18: per-epoch scalars, chief only; before schedule_callbacks, which change the rate
+        # Per-epoch scalars, chief only; before schedule_callbacks, which change the rate.
         *tensorboard_callbacks(config, is_chief(strategy), resumed),
         *schedule_callbacks(train, monitor),
         # Last, so that an epoch counts as done only once everything above has been written.
@@ -294,7 +272,8 @@ def _rebuilt(config, model):
 
 
 def _float32_copy(config, model):
-    """`model` computing in float32: LiteRT's built-in ops have no half-precision division."""
+    """`model` computing in float32, for the LiteRT and serving copies: LiteRT's built-in ops
+    have no half-precision division, and a float16 graph in onnxruntime is 2e-4 off Keras's."""
     if config.train.mixed_precision == "none":
         return model
     with _dtype_policy("float32"):
