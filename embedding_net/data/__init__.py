@@ -10,7 +10,7 @@ import importlib
 
 from embedding_net.data.datasets import get_dataset, list_datasets, materialize_omniglot, register_dataset
 from embedding_net.data.folders import ImageFolder, add_rotated_classes, drop_unusable, scan_image_folder
-from embedding_net.data.images import IMAGE_EXTENSIONS, find_unreadable, read_image, read_images
+from embedding_net.data.images import IMAGE_EXTENSIONS, find_unreadable, prepare_image, read_image, read_images
 from embedding_net.data.presets import get_augmentation, list_augmentations, register_augmentation
 from embedding_net.data.sources import read_csv_annotations, scan_splits, split_by_class
 
@@ -27,5 +27,5 @@ def __getattr__(name):
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "add_rotated_classes", "drop_unusable", "find_unreadable",
            "get_augmentation", "get_dataset", "list_augmentations", "list_datasets", "materialize_omniglot",
-           "read_csv_annotations", "read_image", "read_images", "register_augmentation", "register_dataset",
+           "prepare_image", "read_csv_annotations", "read_image", "read_images", "register_augmentation", "register_dataset",
            "scan_image_folder", "scan_splits", "split_by_class", *_LAZY]

@@ -166,6 +166,12 @@ def read_image(path, size=None, channels=3):
         raise DatasetError(f"cannot read image {path}: OpenCV refused it: {reason}") from None
     if image is None or image.size == 0:
         raise DatasetError(f"cannot read image {path}: not an image OpenCV can decode")
+    return _as_model_sees(image, size, channels)
+
+
+def _as_model_sees(image, size, channels):
+    """A decoded image (BGR, BGRA or grayscale; any depth) -> uint8 [height, width, channels]:
+    depth to 8 bits, transparency over white, resized, then to the channels asked for."""
     image = _to_uint8(image)
     if image.ndim == 3 and image.shape[2] == 4:
         image = _over_white(image)
@@ -175,6 +181,37 @@ def read_image(path, size=None, channels=3):
         interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         image = cv2.resize(image, (width, height), interpolation=interpolation)
     return _to_channels(image, channels)
+
+
+def prepare_image(image, size=None, channels=3):
+    """An image array as the model sees it: what `read_image` gives for a file holding it.
+
+    Every way in (train.py's batches, test.py, the `Classifier`) resizes this one way, because
+    the answer depends on it: the same Omniglot drawing is 0.0005 from itself resized with
+    INTER_AREA and 0.446 with `cv2.resize`'s default (bilinear) interpolation.
+
+    Args:
+        image: [H, W] grayscale, or [H, W, 1 | 3 | 4] grayscale, RGB or RGBA (the channel order
+            of PIL, matplotlib and scikit-image, not OpenCV's BGR); uint8, uint16 (the high byte
+            is kept) or float in [0, 1]; any size.
+        size: `(height, width)` to resize to (area interpolation when shrinking), or None.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Raises:
+        ValueError: an array that is not an image, echoing its shape and dtype.
+    """
+    image = np.asarray(image)
+    if (image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or 0 in image.shape
+            or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating))):
+        raise ValueError("an image must be [H, W] or [H, W, 1|3|4] of integers or floats. "
+                         f"Received: shape {image.shape}, dtype {image.dtype}")
+    if np.issubdtype(image.dtype, np.floating):
+        image = image.astype(np.float32)  # OpenCV's colour conversions take no float64
+    elif image.dtype not in (np.uint8, np.uint16):
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] in (3, 4):  # to OpenCV's order, as a decoded file is
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    return _as_model_sees(image, size, channels)
 
 
 def read_images(paths, size, channels, workers=None, progress=False):

@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from embedding_net.console import native_stderr_silenced
 from embedding_net.errors import ModelFileError
 
 MANIFEST_FORMAT = 1
@@ -111,7 +112,10 @@ class LiteRTEmbeddingModel:
             block = images[begin : begin + batch_size]
             if self._batch != len(block):
                 self._interpreter.resize_tensor_input(self._input["index"], block.shape)
-                self._interpreter.allocate_tensors()
+                # LiteRT's C++ logs "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to
+                # file descriptor 2 here, on every run: a line that tells a user nothing.
+                with native_stderr_silenced():
+                    self._interpreter.allocate_tensors()
                 self._batch = len(block)
             self._interpreter.set_tensor(self._input["index"], block)
             self._interpreter.invoke()
