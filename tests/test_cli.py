@@ -156,3 +156,23 @@ def test_the_script_refuses_before_writing_anything(tmp_path):
         f"error: {config.run_dir} holds a finished run made with another config; set output.name to train "
         "this one beside it (or delete the folder to replace it)"]
     assert sorted(os.listdir(config.run_dir)) == before
+
+
+def test_a_first_run_on_a_new_folder_prints_its_choices_and_plain_warnings(tmp_path):
+    root = _folder(tmp_path / "logos", classes=4, per_class=lambda label: 6, shape=(36, 36, 3), val=True)
+    (tmp_path / "logos" / "train" / "class_0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = entry_point("train", "--data", root, "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2",
+                         "--set", "train.validation_steps=1", "--set", "evaluation.plots=false",
+                         "--set", "train.export_litert=false", "--set", "train.export_serving=false",
+                         "--set", f"output.work_dir={tmp_path / 'runs'}", "--set", "evaluation.episodes=10")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout.splitlines()
+    assert out[0] == f"data: {root}: 25 training images in 4 classes (6 to 7 per class)"
+    assert "  images: colour, median shorter side 36 px -> model.input_shape [32, 32, 3]" in out
+    assert any(line.startswith("training on CPU") for line in out)
+    assert f"outputs in {tmp_path / 'runs' / 'logos'}" in out
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+    assert warnings and all(line.startswith("warning: ") for line in warnings), warnings
+    assert any("skipped 1 unreadable image(s)" in line and "broken.png" in line for line in warnings)
+    assert "UserWarning" not in result.stderr and ".py:" not in result.stderr and "Traceback" not in result.stderr
+    assert yaml.safe_load(open(tmp_path / "runs" / "logos" / "config.yml"))["model"]["input_shape"] == [32, 32, 3]

@@ -125,7 +125,7 @@ def _run(config, strategy):
     os.makedirs(os.path.join(work_dir, "checkpoints"), exist_ok=True)
     _check_resumable(config, work_dir)
     resumed = completed_epochs(os.path.join(work_dir, "backup"))
-    if resumed and chief and config.train.verbose:
+    if resumed and chief:  # even when quiet: the run is not what a fresh one would be
         print(f"resuming at epoch {resumed + 1} of {config.train.epochs}", flush=True)
     save_config(config, os.path.join(work_dir, "config.yml"))
 

@@ -74,6 +74,7 @@ def test_sigkill_then_the_same_command_resumes_and_matches_an_uninterrupted_run(
 
     resumed = run(command)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming at epoch {completed + 1} of 4" in resumed.stdout.splitlines()
     history = read_history(run_dir)
     assert [int(row["epoch"]) for row in history] == [0, 1, 2, 3]  # no epoch twice, none lost
     assert not (run_dir / "backup").exists()  # removed once training finished
