@@ -1,30 +1,23 @@
 """Image galleries as PNG files: retrieved neighbours, training batches, triplets and pairs.
 
-Every gallery is one mosaic array (tiles framed in colour) drawn with a single `imshow` plus a
-caption under each tile: one axes however many images, so a 256-image batch draws as fast as a
-4-image one. Figures are `matplotlib.figure.Figure` objects on the Agg canvas, never pyplot, so
-nothing here touches global state; matplotlib is imported inside the functions so that importing
-this module stays cheap. Files are written atomically and their folders created.
+Every gallery is one mosaic (`embedding_net.viz.mosaic`): tiles framed in colour with a caption
+under each, or for a batch one block of images per class under the class's name. Class names are
+shown whole, wrapped over up to three lines, since names such as `Atlantean__character09` and
+`Atlantean__character10` differ only at the end.
 """
 
 import numpy as np
 
-from embedding_net.atomic import atomic_path
+from embedding_net.viz.mosaic import (  # noqa: F401  (save_figure: the viz modules' one writer)
+    BLUE, GREEN, RED, TILE_INCHES, as_rgb_uint8, characters_per_line, draw_groups, draw_mosaic,
+    save_figure, wrap_name)
 
-GREEN, RED, BLUE = (46, 160, 67), (214, 39, 40), (31, 119, 180)
-_WHITE, _MISSING_GREY = 255, 200
-_TILE_INCHES = 1.1  # displayed size of a tile: big enough to see, small enough for wide grids
-
-
-def save_figure(figure, path, dpi=100):
-    """Writes a matplotlib figure to `path` as PNG, atomically; returns `path`."""
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=dpi, facecolor="white")
-    return path
+_MISSING_GREY = 200
+_CAPTION_POINTS = 7  # small enough for a 22-character Omniglot name on two lines under a tile
 
 
 def nearest_neighbours(query_embeddings, reference_embeddings, k=5, distance="euclidean",
-                       exclude_self=False, chunk_size=1024):
+                       exclude_self=False, chunk_size=1024, return_distances=False):
     """Indices of the `k` nearest references of each query, nearest first (ties: lower index).
 
     Args:
@@ -34,9 +27,11 @@ def nearest_neighbours(query_embeddings, reference_embeddings, k=5, distance="eu
         distance: `euclidean`, `squared_euclidean` or `cosine`.
         exclude_self: the queries are the references (Q == N); query i never returns itself.
         chunk_size: queries per block, so memory stays O(chunk_size x N).
+        return_distances: also return each neighbour's distance to its query.
 
     Returns:
-        int64 [Q, min(k, N)] (N - 1 with `exclude_self`).
+        int64 [Q, min(k, N)] (N - 1 with `exclude_self`); with `return_distances`, a tuple of it
+        and the float32 distances of the same shape.
     """
     from embedding_net.evaluation.distances import distance_matrix  # pulls in keras: only when used
 
@@ -52,6 +47,7 @@ def nearest_neighbours(query_embeddings, reference_embeddings, k=5, distance="eu
                          f"{len(queries)} queries and {len(references)} references")
     k = min(int(k), len(references) - int(bool(exclude_self)))
     result = np.zeros((len(queries), max(k, 0)), np.int64)
+    distances = np.zeros(result.shape, np.float32)
     for start in range(0, len(queries) if k > 0 else 0, chunk_size):
         block = distance_matrix(queries[start:start + chunk_size], references, distance)
         if exclude_self:
@@ -63,29 +59,8 @@ def nearest_neighbours(query_embeddings, reference_embeddings, k=5, distance="eu
         for row, columns in enumerate(candidates):
             order = np.lexsort((columns, block[row, columns]))
             result[start + row] = columns[order][:k]
-    return result
-
-
-def _caption(label, class_names):
-    name = class_names[label] if class_names is not None else label
-    name = str(name)
-    # Longer captions overlap the neighbours; keep both ends, since names often differ only at
-    # the end (Latin__character07) or only at the start.
-    return name if len(name) <= 16 else name[:7] + "…" + name[-8:]
-
-
-def _as_rgb_uint8(images, what):
-    """uint8 [B, H, W, 3] from uint8/float images with 1 or 3 channels (floats in [0,1] or [0,255])."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"{what} must be images [B, H, W, 1 or 3]. Received shape {images.shape}")
-    if images.dtype != np.uint8:
-        images = images.astype(np.float32)
-        scale = 255.0 if images.size and images.max() <= 1.0 else 1.0
-        images = np.clip(images * scale, 0, 255).astype(np.uint8)
-    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+            distances[start + row] = block[row, result[start + row]]
+    return (result, distances) if return_distances else result
 
 
 def _read_tiles(paths, image_size):
@@ -100,51 +75,33 @@ def _read_tiles(paths, image_size):
     return [lookup[p] for p in paths]
 
 
-def draw_mosaic(rows, path, title=None, group=None):
-    """Draws rows of `(image, caption, frame_rgb or None)` tiles as one PNG; returns `path`.
+def _class_name(label, class_names):
+    return str(class_names[label] if class_names is not None else label)
 
-    All images share one shape [H, W, 3]. `group` adds a gap after every `group` columns, to
-    keep pairs or triplets visibly apart when several share a row.
-    """
-    from matplotlib.figure import Figure
 
-    height, width = rows[0][0][0].shape[:2]
-    columns = max(len(row) for row in rows)
-    inch_per_pixel = _TILE_INCHES / max(height, width)
-    border = max(2, max(height, width) // 16)
-    caption_band = int(round(0.22 / inch_per_pixel))  # one 8-point line of text
-    gap = border * 2
-    cell_w, cell_h = width + 2 * border + gap, height + 2 * border + caption_band
-    group_gap = (cell_w // 3) if group else 0
-
-    def left(column):
-        return column * cell_w + (column // group) * group_gap if group else column * cell_w
-
-    mosaic = np.full((len(rows) * cell_h, left(columns - 1) + cell_w, 3), _WHITE, np.uint8)
-    captions = []
-    for r, row in enumerate(rows):
-        for c, (image, caption, frame) in enumerate(row):
-            top, x = r * cell_h, left(c)
-            if frame is not None:
-                mosaic[top:top + height + 2 * border, x:x + width + 2 * border] = frame
-            mosaic[top + border:top + border + height, x + border:x + border + width] = image
-            captions.append((x + border + width / 2, top + height + 2 * border + 1, caption))
-    title_inches = 0.4 if title else 0.0
-    figure = Figure(figsize=(mosaic.shape[1] * inch_per_pixel,
-                             mosaic.shape[0] * inch_per_pixel + title_inches))
-    axes = figure.add_axes((0, 0, 1, 1 - title_inches / figure.get_figheight()))
-    axes.imshow(mosaic, interpolation="nearest")
-    axes.set_axis_off()
-    for x, y, caption in captions:
-        axes.text(x, y, caption, ha="center", va="top", fontsize=8)
-    if title:
-        figure.suptitle(title, fontsize=11, y=1 - 0.05 / figure.get_figheight())
-    return save_figure(figure, path)
+def gallery_caption(name, distance=None, same=None, role=None, width=None):
+    """The caption under a gallery tile: `role` (e.g. "query") on its own line, the class name
+    whole (wrapped to `width` characters, by default a tile's width of 7-point text), then the
+    distance to the query marked ✓ when `same` (same class as the query) and ✗ when not, so the
+    frame colours are not the only sign."""
+    width = width or characters_per_line(TILE_INCHES * 1.125, _CAPTION_POINTS)
+    lines = [role] if role else []
+    lines.append(wrap_name(name, width))
+    mark = "" if same is None else ("✓ " if same else "✗ ")
+    if distance is not None:
+        lines.append(f"{mark}d = {float(distance):.3f}")
+    elif mark:
+        lines.append(mark.strip())
+    return "\n".join(lines)
 
 
 def plot_neighbour_gallery(query_paths, query_labels, reference_paths, reference_labels,
-                           neighbour_indices, path="neighbours.png", class_names=None, image_size=64):
+                           neighbour_indices, path="neighbours.png", class_names=None, image_size=64,
+                           distances=None):
     """One row per query: the query (blue frame), then its neighbours, green if the same class, red if not.
+
+    Every tile is captioned with its whole class name; a neighbour also with ✓ or ✗ and, given
+    `distances`, its distance to the query.
 
     Args:
         query_paths, query_labels: the Q query images and their classes.
@@ -153,6 +110,8 @@ def plot_neighbour_gallery(query_paths, query_labels, reference_paths, reference
         path: PNG to write.
         class_names: names for integer labels, or None to show the labels as they are.
         image_size: side of each tile in pixels.
+        distances: [Q, k] distance of each neighbour to its query (`nearest_neighbours` with
+            `return_distances=True`), or None to leave distances out.
 
     Returns:
         `path`.
@@ -170,32 +129,58 @@ def plot_neighbour_gallery(query_paths, query_labels, reference_paths, reference
     if len(reference_paths) != len(reference_labels):
         raise ValueError(f"reference_paths and reference_labels differ in length. Received "
                          f"{len(reference_paths)} and {len(reference_labels)}")
+    if distances is not None and np.shape(distances) != neighbour_indices.shape:
+        raise ValueError(f"distances must have the shape of neighbour_indices, {neighbour_indices.shape}. "
+                         f"Received shape {np.shape(distances)}")
     wanted = list(query_paths) + [reference_paths[j] for j in neighbour_indices.ravel()]
     tiles = iter(_read_tiles([str(p) for p in wanted], int(image_size)))
-    rows = [[(next(tiles), "query: " + _caption(label, class_names), BLUE)] for label in query_labels]
-    for row, label, indices in zip(rows, query_labels, neighbour_indices):
-        for j in indices:
-            same = reference_labels[j] == label
-            row.append((next(tiles), _caption(reference_labels[j], class_names), GREEN if same else RED))
-    return draw_mosaic(rows, path)
+    rows = [[(next(tiles), gallery_caption(_class_name(label, class_names), role="query"), BLUE)]
+            for label in query_labels]
+    for q, (row, label, indices) in enumerate(zip(rows, query_labels, neighbour_indices)):
+        for n, j in enumerate(indices):
+            same = bool(reference_labels[j] == label)
+            caption = gallery_caption(_class_name(reference_labels[j], class_names),
+                                      None if distances is None else distances[q][n], same)
+            row.append((next(tiles), caption, GREEN if same else RED))
+    return draw_mosaic(rows, path, fontsize=_CAPTION_POINTS)
 
 
-def plot_batch(images, labels, path="batch.png", class_names=None, columns=None):
-    """A grid of a training batch (uint8 [B, H, W, 1 or 3]) with each image's label under it."""
-    images = _as_rgb_uint8(images, "images")
+def plot_batch(images, labels, path="batch.png", class_names=None, columns=None, groups_per_row=None):
+    """A training batch (images [B, H, W, 1 or 3]) as a grid of classes, each class's images
+    together under its whole name.
+
+    Images are grouped by label, classes in order of first appearance, so a P x K batch draws as
+    P blocks of K images. The blocks fill rows to make the picture about 4:3 (a 32 x 4 batch:
+    4 blocks of 4 images to a row, 8 rows), drawn smaller if its longer side would pass
+    `MAX_PIXELS` (3000).
+
+    Args:
+        images: uint8 or float images.
+        labels: [B] class of each image.
+        path: PNG to write.
+        class_names: names for integer labels, or None to show the labels as they are.
+        columns: images per row inside a class block; by default the largest class's count, up to 8.
+        groups_per_row: class blocks per row; by default as many as make the picture about 4:3.
+
+    Returns:
+        `path`.
+    """
+    images = as_rgb_uint8(images, "images")
+    labels = np.asarray(labels).ravel()
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"need one label per image and at least one image. Received {len(images)} "
                          f"images and {len(labels)} labels")
-    columns = int(columns or np.ceil(np.sqrt(len(images))))
+    classes, first, counts = np.unique(labels, return_index=True, return_counts=True)
+    columns = int(columns or min(counts.max(), 8))
     if columns < 1:
         raise ValueError(f"`columns` must be at least 1. Received: {columns!r}")
-    tiles = [(image, _caption(label, class_names), None) for image, label in zip(images, labels)]
-    return draw_mosaic([tiles[i:i + columns] for i in range(0, len(tiles), columns)], path)
+    groups = [(_class_name(label, class_names), images[labels == label]) for label in classes[np.argsort(first)]]
+    return draw_groups(groups, path, columns, groups_per_row)
 
 
 def _groups(parts, names, frames, captions, per_row, path):
     """Lays out aligned groups (pairs, triplets) `per_row` to a row, each tile captioned."""
-    parts = [_as_rgb_uint8(part, name) for part, name in zip(parts, names)]
+    parts = [as_rgb_uint8(part, name) for part, name in zip(parts, names)]
     if len({len(part) for part in parts}) != 1 or len(parts[0]) == 0:
         raise ValueError(f"{', '.join(names)} must be non-empty and equally long. Received "
                          f"{[len(part) for part in parts]}")
@@ -203,7 +188,7 @@ def _groups(parts, names, frames, captions, per_row, path):
               for i in range(len(parts[0]))]
     per_row = max(1, int(per_row))
     rows = [sum(groups[i:i + per_row], []) for i in range(0, len(groups), per_row)]
-    return draw_mosaic(rows, path, group=len(parts))
+    return draw_mosaic(rows, path, group=len(parts), fontsize=_CAPTION_POINTS)
 
 
 def plot_triplets(anchors, positives, negatives, path="triplets.png", anchor_labels=None,
@@ -214,7 +199,7 @@ def plot_triplets(anchors, positives, negatives, path="triplets.png", anchor_lab
     class) and `negative_labels` are given. `per_row` triplets share a row.
     """
     def named(role, labels, i):
-        return role if labels is None else f"{role}: {_caption(labels[i], class_names)}"
+        return role if labels is None else gallery_caption(_class_name(labels[i], class_names), role=role)
 
     count = len(anchors)
     for name, labels in (("anchor_labels", anchor_labels), ("negative_labels", negative_labels)):

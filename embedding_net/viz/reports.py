@@ -27,13 +27,17 @@ def plot_tsne_pair(stem, embeddings, folder, indices, stage, seed):
 
 
 def plot_gallery(folder, embeddings, path, distance="euclidean", seed=0, queries=8):
-    """A few seeded queries of `folder`, each with its 5 nearest other images."""
+    """A few seeded queries of `folder`, each with its 5 nearest other images and their
+    `distance` to it (the distance the neighbours were found by)."""
     chosen = np.sort(np.random.default_rng(seed).permutation(len(folder))[:queries])
-    found = nearest_neighbours(embeddings[chosen], embeddings, k=6, distance=distance)
+    found, distances = nearest_neighbours(embeddings[chosen], embeddings, k=6, distance=distance,
+                                          return_distances=True)
     # Leave the query itself out of its own neighbours.
-    neighbours = np.stack([[n for n in row if n != query][:5] for row, query in zip(found, chosen)])
+    kept = np.array([[i for i, n in enumerate(row) if n != query][:5] for row, query in zip(found, chosen)],
+                    np.int64)
     plot_neighbour_gallery([folder.paths[i] for i in chosen], folder.labels[chosen], folder.paths,
-                           folder.labels, neighbours, path, class_names=folder.class_names)
+                           folder.labels, np.take_along_axis(found, kept, 1), path,
+                           class_names=folder.class_names, distances=np.take_along_axis(distances, kept, 1))
 
 
 def write_class_tables(run_dir, labels, predicted, names, max_confusion_classes=300):

@@ -244,9 +244,9 @@ def test_plot_batch(tmp_path, channels):
     out = galleries.plot_batch(images, np.arange(10) % 4, path=str(tmp_path / "b.png"),
                                    class_names=["α", "b", "c", "d"])
     height, width = read_png(out).shape[:2]
-    assert 0.8 < width / height < 2  # 4 columns x 3 rows
-    narrow = galleries.plot_batch(images[:4], [0, 1, 2, 3], path=str(tmp_path / "c.png"), columns=1)
-    assert read_png(narrow).shape[0] > 2 * read_png(narrow).shape[1]
+    assert 0.8 < width / height < 2  # 4 class blocks of 2 or 3 images
+    tall = galleries.plot_batch(images[:4], [0, 1, 2, 3], path=str(tmp_path / "c.png"), groups_per_row=1)
+    assert read_png(tall).shape[0] > 2 * read_png(tall).shape[1]
     with pytest.raises(ValueError, match=r"\(10, 16\)"):
         galleries.plot_batch(np.zeros((10, 16)), np.arange(10), path=str(tmp_path / "x.png"))
 
