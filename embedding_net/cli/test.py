@@ -32,6 +32,8 @@ def parse_args(argv=None, prog=None):
     parser.add_argument("--top-k", type=int, default=5, help="nearest classes to show (default: 5)")
     parser.add_argument("--threshold", type=float, help="distance above which a prediction is 'unknown' "
                         "(default: the one stored in the gallery, if any)")
+    parser.add_argument("--threshold-only", action="store_true", help="answer 'unknown' by the distance "
+                        "threshold alone, not also beyond the nearest class's radius stored in the gallery")
     parser.add_argument("--exact", action="store_true", help="search an approximate index exactly "
                         "(its vectors copied into memory)")
     parser.add_argument("--append", action="store_true", help="with --enroll: add DIR to the existing index")
@@ -73,7 +75,8 @@ def main(argv=None, prog=None):
                 f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
             return 0
         threshold = args.threshold if args.threshold is not None else gallery.metadata.get("threshold")
-        rows = prediction.predict_paths(model, gallery, paths, args.top_k, threshold)
+        rows = prediction.predict_paths(model, gallery, paths, args.top_k, threshold,
+                                        rejection=None if args.threshold_only else "stored")
         if args.output:
             prediction.write_predictions_csv(args.output, rows)
     except UserError as error:

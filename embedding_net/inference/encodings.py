@@ -21,6 +21,7 @@ from embedding_net.evaluation.distances import list_distances
 from embedding_net.evaluation.classification import class_centroids
 from embedding_net.evaluation.neighbours import class_distances, nearest_classes
 from embedding_net.evaluation.distances import squared_norms
+from embedding_net.inference.rejection import calibrate
 
 FORMAT_VERSION = 1
 _ARRAYS = ("embeddings", "labels", "class_names", "paths", "centroids", "metadata")
@@ -150,14 +151,18 @@ def embed_folder_images(model, folder, images=None, batch_size=256):
     return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
-def reference_encodings(parts, max_per_class=None, metadata=None):
+def reference_encodings(parts, max_per_class=None, metadata=None, held_out=()):
     """`Encodings` of several embedded folders (e.g. the train and val splits), merged by class
-    name, keeping at most `max_per_class` images of each class of each folder.
+    name, keeping at most `max_per_class` images of each class of each folder: a run's gallery,
+    so its metadata gets the class radii that answer "unknown" (`rejection.calibrate`).
 
     Args:
         parts: a list of `(ImageFolder, embeddings [N, D])`.
         max_per_class: the cap per class and folder, or None for every image.
         metadata: the JSON-serialisable dict stored with them.
+        held_out: `(ImageFolder, embeddings)` of images left out of the gallery (a val split of
+            the same classes), which calibrate the radii's scale better than the gallery's own
+            training images do; images of classes outside the gallery are ignored.
     """
     embeddings, paths, names = [], [], []
     for folder, embedded in parts:
@@ -171,7 +176,19 @@ def reference_encodings(parts, max_per_class=None, metadata=None):
         names.extend(folder.class_names[label] for label in folder.labels[keep])
     class_names = sorted(set(names))
     index = {name: i for i, name in enumerate(class_names)}
-    return make_encodings(np.concatenate(embeddings), [index[n] for n in names], class_names, paths, metadata)
+    encodings = make_encodings(np.concatenate(embeddings), [index[n] for n in names], class_names, paths, metadata)
+    extra, extra_labels = [], []
+    for folder, embedded in held_out:
+        found = [folder.class_names[label] for label in folder.labels]
+        known = np.array([name in index for name in found], bool)
+        extra.append(np.asarray(embedded)[known])
+        extra_labels += [index[name] for name in found if name in index]
+    rejection = calibrate(encodings.embeddings, encodings.labels, class_names,
+                          encodings.metadata.get("distance", "euclidean"),
+                          held_out=(np.concatenate(extra), np.array(extra_labels, np.int64)) if extra else None)
+    if rejection is not None:
+        encodings.metadata["rejection"] = rejection
+    return encodings
 
 
 def model_image_shape(model):

@@ -7,8 +7,8 @@ Two files hold a gallery:
   gives today's answers (a class's distance is that of its nearest image);
 - an index file (`.enidx`, `embedding_net.index`): the artefact for large galleries, loaded
   memory-mapped and queried through its own backend (`exact`, or `hnsw` / `usearch`,
-  approximate). Its manifest holds what the encodings metadata held (threshold, distance, model
-  path) and the SHA-256 of the model file that made it.
+  approximate). Its manifest holds what the encodings metadata held (threshold, class radii,
+  distance, model path) and the SHA-256 of the model file that made it.
 
 Both are queried through the index's class answers, found from neighbours only: a gallery of a
 million images never builds a [queries x classes] matrix.
@@ -22,15 +22,19 @@ images, with recall@10 0.997 at a million. Below 200,000 images exact is still i
 waits for, while hnsw's build (~17 s at 200,000) is still short.
 """
 
+import json
+import math
 import os
 
+import numpy as np
 import yaml
 
-from embedding_net.errors import EncodingsError
+from embedding_net.errors import EncodingsError, UserError
 from embedding_net.index import (DEFAULT_APPROXIMATE_BACKEND, EmbeddingIndex, exact_copy,
                                  get_backend, load_index, read_manifest, save_index)
 from embedding_net.inference.encodings import Encodings, check_compatible, load_encodings
 from embedding_net.inference.litert import file_sha256
+from embedding_net.inference.rejection import check_rejection, reject
 
 INDEX_SUFFIX = ".enidx"
 EXACT_UP_TO = 200_000
@@ -61,6 +65,39 @@ def run_distance(weights):
         return None
 
 
+def run_threshold(weights, model_sha256=None):
+    """`(threshold, file)`: the verification threshold train.py stored in the gallery it wrote
+    beside `weights` (RUN/encodings.enidx, else RUN/encodings.npz), or `(None, None)`.
+
+    An index recording another model's SHA-256 than `model_sha256` (the model was retrained or
+    replaced since) is passed over: its threshold was calibrated for another embedding space.
+    """
+    run = os.path.dirname(os.path.abspath(weights))
+    for name in ("encodings.enidx", "encodings.npz"):
+        path = os.path.join(run, name)
+        try:
+            if is_index_path(path):
+                manifest = read_manifest(path)
+                recorded = manifest.get("model_sha256")
+                if recorded and recorded != (model_sha256 or file_sha256(weights)):
+                    continue
+                metadata = manifest.get("metadata") or {}
+            else:
+                metadata = _npz_metadata(path)
+        except (UserError, OSError, ValueError, KeyError):
+            continue  # absent or unreadable: no threshold from it
+        threshold = metadata.get("threshold") if isinstance(metadata, dict) else None
+        if isinstance(threshold, (int, float)) and math.isfinite(threshold):
+            return float(threshold), path
+    return None, None
+
+
+def _npz_metadata(path):
+    """The metadata of an encodings file, without reading its arrays."""
+    with np.load(path, allow_pickle=False) as npz:
+        return json.loads(str(npz["metadata"]))
+
+
 class Gallery:
     """Labelled reference embeddings behind an `EmbeddingIndex`; see the module docstring."""
 
@@ -76,9 +113,20 @@ class Gallery:
         index.metadata = dict(encodings.metadata)
         return cls(index, encodings.metadata, path, encodings)
 
-    def classify(self, queries, top_k=5, threshold=None):
-        """Per query {prediction, distance, nearest}, `unknown` beyond `threshold`."""
-        return self.index.classify(queries, top_k, threshold)
+    def classify(self, queries, top_k=5, threshold=None, rejection=None):
+        """Per query {prediction, distance, nearest}, `unknown` beyond `threshold` and, when
+        `rejection` (a calibration of `embedding_net.inference.rejection`, e.g. `self.rejection`)
+        is given, beyond its nearest class's radius."""
+        rows = self.index.classify(queries, top_k, threshold)
+        return rows if rejection is None else reject(rows, rejection)
+
+    @property
+    def rejection(self):
+        """The class-radius calibration stored in the metadata (checked), or None."""
+        stored = self.metadata.get("rejection")
+        if stored is not None:
+            check_rejection(stored, self.path or "the gallery")
+        return stored
 
     def nearest_classes(self, queries, top_k=5):
         """Per query the `top_k` nearest `(class_name, distance)`, nearest first."""

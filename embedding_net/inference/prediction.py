@@ -43,7 +43,7 @@ def collect_image_paths(inputs):
     return paths
 
 
-def predict_paths(model, gallery, paths, top_k=5, threshold=None, batch_size=256):
+def predict_paths(model, gallery, paths, top_k=5, threshold=None, batch_size=256, rejection="stored"):
     """Classifies image files by their nearest classes in `gallery`.
 
     Args:
@@ -53,6 +53,9 @@ def predict_paths(model, gallery, paths, top_k=5, threshold=None, batch_size=256
         top_k: how many nearest classes to report.
         threshold: a distance above which the nearest class is not trusted and the prediction
             is `unknown`; None trusts every prediction.
+        rejection: `"stored"`: also answer `unknown` beyond the nearest class's radius, as
+            calibrated in the gallery's metadata when it has one (`embedding_net.inference.rejection`);
+            None: by `threshold` alone; or a calibration dict.
 
     Returns:
         One dict per image: `path`, `prediction`, `distance` and `nearest` (a list of
@@ -63,11 +66,15 @@ def predict_paths(model, gallery, paths, top_k=5, threshold=None, batch_size=256
     """
     height, width, channels = model_image_shape(model)
     gallery = as_gallery(gallery)
+    if isinstance(rejection, str):
+        if rejection != "stored":
+            raise ValueError(f"`rejection` must be 'stored', None or a calibration dict. Received: {rejection!r}")
+        rejection = gallery.rejection
     rows = []
     for begin in range(0, len(paths), batch_size):
         chunk = paths[begin : begin + batch_size]
         images = np.stack([read_image(p, (height, width), channels) for p in chunk])
-        answers = gallery.classify(embed_images(model, images, batch_size), top_k, threshold)
+        answers = gallery.classify(embed_images(model, images, batch_size), top_k, threshold, rejection)
         rows += [dict(answer, path=path) for path, answer in zip(chunk, answers)]
     return rows
 
