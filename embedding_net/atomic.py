@@ -5,9 +5,25 @@ A crash at any moment leaves either the old file or the new one, never a torn on
 
 import contextlib
 import csv
+import errno
 import os
 import shutil
 import tempfile
+
+from embedding_net.errors import WriteError
+
+# The errors of a disk that refuses a write: full, over quota, file too large, read-only, failing.
+_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
+def _raise_if_refused(path, error):
+    """Raises `error` (from writing `path`'s temporary or renaming it) as a one-line `WriteError`
+    when the disk refused the write, so that the scripts print it instead of a traceback; returns
+    for any other error, which the caller re-raises as it is."""
+    if isinstance(error, OSError) and error.errno in _REFUSED:
+        kind = "folder" if os.path.isdir(path) else "file"
+        kept = f"the previous {kind} is kept" if os.path.lexists(path) else "nothing was written"
+        raise WriteError(f"cannot write {path}: {error.strerror or error}; {kept}") from error
 
 
 @contextlib.contextmanager
@@ -19,7 +35,11 @@ def atomic_path(path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     stem, extension = os.path.splitext(os.path.basename(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{extension}", dir=folder)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{extension}", dir=folder)
+    except OSError as error:  # no room even for an empty file
+        _raise_if_refused(path, error)
+        raise
     os.close(handle)
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.
     umask = os.umask(0)
@@ -28,9 +48,10 @@ def atomic_path(path):
     try:
         yield temporary
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
+        _raise_if_refused(path, error)
         raise
 
 
@@ -64,6 +85,9 @@ def atomic_directory(path):
         finally:
             if aside is not None:
                 shutil.rmtree(aside, ignore_errors=True)
+    except OSError as error:
+        _raise_if_refused(path, error)
+        raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)  # gone already once renamed into place
 

@@ -22,5 +22,11 @@ class ModelFileError(UserError):
     """A model file that is missing or cannot be loaded safely."""
 
 
+class WriteError(UserError, OSError):
+    """A file that could not be written (a full disk, a quota, a read-only folder); the message
+    names it and says whether the previous file is kept. Also an OSError, for callers that
+    handled the raw one."""
+
+
 class TrainingDivergedError(UserError):
     """The loss became NaN or infinite; the message names the step and the likely cause."""

@@ -9,6 +9,7 @@ Only `embedding_net.training` reads these objects; library classes take plain ar
 import dataclasses
 import importlib
 import math
+import reprlib
 import typing
 
 import yaml
@@ -31,6 +32,28 @@ def _type_name(annotation):
         return f"a list of {inner}" if args[-1] is Ellipsis else f"a list of {len(args)} {inner}"
     return {type(None): "null", bool: "a boolean", int: "an integer", float: "a number",
             str: "a string", dict: "a mapping"}[annotation]
+
+
+# How a received value is shown in a message: cut short, because a YAML file can hold a list of
+# a million items, or aliases nested nine deep whose full repr would never end.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 8, 8, 6, 8
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 120, 120, 60
+
+
+def _shown(value, limit=300):
+    """`repr(value)` on one line and at most about `limit` characters, however big `value` is."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# What PyYAML's constructors raise besides YAMLError: on an explicit tag with a value it cannot
+# build (`!!timestamp x`, `!!bool x`, `!!int`), a date such as 2001-13-45, an int of more than
+# 4300 digits, or brackets nested past Python's recursion limit.
+_YAML_BUILD_ERRORS = (ValueError, KeyError, IndexError, AttributeError, TypeError, RecursionError)
 
 
 class _NotFinite(ConfigError):
@@ -68,16 +91,20 @@ def _coerce(key, value, annotation):
             except ValueError:
                 pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise _NotFinite(f"{key} must be a finite number, received: {value!r}")
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the largest float
+                number = math.inf
+            if not math.isfinite(number):
+                raise _NotFinite(f"{key} must be a finite number, received: {_shown(value)}")
+            return number
     elif annotation is str:
         if isinstance(value, str):
             return value
     elif annotation is dict:
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
-    raise ConfigError(f"{key} must be {_type_name(annotation)}, received: {value!r}")
+    raise ConfigError(f"{key} must be {_type_name(annotation)}, received: {_shown(value)}")
 
 
 def _registry_choices(target):
@@ -105,27 +132,27 @@ def _check_registry_choices(config):
 def _check_range(key, value, metadata):
     if "choices" in metadata and value not in metadata["choices"]:
         names = ", ".join("null" if c is None else str(c) for c in metadata["choices"])
-        raise ConfigError(f"{key} must be one of {names}, received: {value!r}")
+        raise ConfigError(f"{key} must be one of {names}, received: {_shown(value)}")
     if "max" in metadata and value is not None and value > metadata["max"]:
-        raise ConfigError(f"{key} must be <= {metadata['max']}, received: {value!r}")
+        raise ConfigError(f"{key} must be <= {metadata['max']}, received: {_shown(value)}")
     if "min" in metadata and value is not None:
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
             too_small = v <= metadata["min"] if metadata.get("exclusive") else v < metadata["min"]
             if too_small:
                 relation = ">" if metadata.get("exclusive") else ">="
-                raise ConfigError(f"{key} must be {relation} {metadata['min']}, received: {value!r}")
+                raise ConfigError(f"{key} must be {relation} {metadata['min']}, received: {_shown(value)}")
 
 
 def _build_section(name, cls, values):
     if not isinstance(values, dict):
-        raise ConfigError(f"section '{name}' must be a mapping of keys to values, received: {values!r}")
+        raise ConfigError(f"section '{name}' must be a mapping of keys to values, received: {_shown(values)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in values:
         if key not in fields:
             raise ConfigError(
-                f"unknown key '{name}.{key}'; valid keys in '{name}': {', '.join(fields)}"
+                f"unknown key {_shown(f'{name}.{key}')}; valid keys in '{name}': {', '.join(fields)}"
             )
     kwargs = {}
     for key, value in values.items():
@@ -180,15 +207,18 @@ def config_from_dict(raw):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"the config must be a mapping of sections, received: {raw!r}")
+        raise ConfigError(f"the config must be a mapping of sections, received: {_shown(raw)}")
     sections = {f.name: f.type for f in dataclasses.fields(Config)}
     for name in raw:
         if name not in sections:
-            raise ConfigError(f"unknown section '{name}'; valid sections: {', '.join(sections)}")
-    raw = {name: dict(values) if isinstance(values, dict) else values for name, values in raw.items()}
+            raise ConfigError(f"unknown section {_shown(str(name))}; valid sections: {', '.join(sections)}")
+    # An empty section is null in YAML; any other value that is not a mapping is refused (an
+    # empty list, 0 or "" too, which later checks would otherwise take for a mapping).
+    raw = {name: dict(values) if isinstance(values, dict) else {} if values is None else values
+           for name, values in raw.items()}
     check_moved_keys(raw)
     hints = typing.get_type_hints(Config)
-    config = Config(**{name: _build_section(name, hints[name], raw[name] or {}) for name in raw})
+    config = Config(**{name: _build_section(name, hints[name], raw[name]) for name in raw})
     _check_consistency(config)
     config = _root_wins(config)
     _check_registry_choices(config)
@@ -200,15 +230,16 @@ def config_from_dict(raw):
 def parse_override(text):
     """Splits `section.key=value` into (["section", "key"], value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"--set expects section.key=value, received: {text!r}")
+        raise ConfigError(f"--set expects section.key=value, received: {_shown(text)}")
     path, _, value_text = text.partition("=")
     keys = path.strip().split(".")
     if len(keys) != 2 or not all(keys):
-        raise ConfigError(f"--set expects section.key=value, received: {text!r}")
+        raise ConfigError(f"--set expects section.key=value, received: {_shown(text)}")
     try:
         value = yaml.safe_load(value_text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {path}: the value is not valid YAML, received: {value_text!r}") from None
+    except (yaml.YAMLError, *_YAML_BUILD_ERRORS):
+        raise ConfigError(f"--set {_shown(path.strip())}: the value is not valid YAML, "
+                          f"received: {_shown(value_text)}") from None
     return keys, value
 
 
@@ -235,15 +266,20 @@ def load_config(path=None, overrides=(), chosen=None):
             raise ConfigError(_yaml_error(path, error)) from None
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"cannot read config file {path}: {error}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid YAML: brackets or indentation nested too deeply") from None
+        except _YAML_BUILD_ERRORS as error:
+            raise ConfigError(f"{path}: not valid YAML: a value PyYAML cannot build "
+                              f"({type(error).__name__}: {_shown(str(error))})") from None
         raw = {} if raw is None else raw
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections, received: {raw!r}")
+            raise ConfigError(f"{path} must hold a mapping of sections, received: {_shown(raw)}")
     raw = {name: dict(values or {}) if isinstance(values, dict) or values is None else values
            for name, values in raw.items()}
     parsed = [(tuple(full.split(".")), value) for full, value in (chosen or {}).items()]
     for (section, key), value in parsed + [parse_override(text) for text in overrides]:
         if not isinstance(raw.setdefault(section, {}), dict):
-            raise ConfigError(f"section '{section}' must be a mapping, received: {raw[section]!r}")
+            raise ConfigError(f"section {_shown(section)} must be a mapping, received: {_shown(raw[section])}")
         raw[section][key] = value
     return config_from_dict(raw)
 

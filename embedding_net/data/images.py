@@ -28,6 +28,13 @@ _JPEG_REDUCED = {  # (channels, factor) -> flag: libjpeg decodes at 1/factor sca
     (3, 1): cv2.IMREAD_COLOR, (3, 2): cv2.IMREAD_REDUCED_COLOR_2,
     (3, 4): cv2.IMREAD_REDUCED_COLOR_4, (3, 8): cv2.IMREAD_REDUCED_COLOR_8,
 }
+# A Huffman-coded JPEG spends at least one bit on each 8 x 8 block of its full-resolution
+# component (the DC code; two with the end-of-block code): at most 512 pixels per byte, and
+# libjpeg's smallest, a uniform image, takes 255. A header claiming far more than the file can
+# hold is corrupt, and libjpeg would decode it into a grey picture of the claimed size: a
+# 700-byte file with a doctored frame header became 30000 x 30000 pixels, 5 GB. 4096 leaves
+# room for odd sampling factors; arithmetic-coded frames (rare) are not bounded this way.
+_JPEG_PIXELS_PER_BYTE = 4096
 # Stored pixels -> upright, per EXIF orientation value (2-8; 1 is upright).
 _ORIENT = {
     2: lambda im: cv2.flip(im, 1), 3: lambda im: cv2.rotate(im, cv2.ROTATE_180),
@@ -42,7 +49,8 @@ def _jpeg_frame(data):
     """`(height, width)` of a JPEG from its frame header (None if not found before the scan).
 
     Raises ValueError for a truncated file: no end-of-image marker after the first scan. OpenCV
-    4.x decodes such a file into a half-grey picture without error (libjpeg only warns).
+    4.x decodes such a file into a half-grey picture without error (libjpeg only warns). Also
+    for a Huffman-coded frame claiming more pixels than the file can hold (see above).
     """
     size, i = None, 2
     while i + 4 <= len(data):
@@ -58,6 +66,9 @@ def _jpeg_frame(data):
         length = (data[i + 2] << 8) | data[i + 3]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 <= len(data):
             size = struct.unpack_from(">HH", data, i + 5)
+            if marker < 0xC8 and size[0] * size[1] > _JPEG_PIXELS_PER_BYTE * len(data):
+                raise ValueError(f"corrupt JPEG (its header claims {size[1]} x {size[0]} pixels, "
+                                 f"more than {len(data)} bytes can hold)")
         if marker == 0xDA:  # start of scan; in entropy-coded data 0xFF is always escaped
             if data.find(b"\xff\xd9", i + 2 + length) < 0:
                 raise ValueError("truncated JPEG (no end-of-image marker)")

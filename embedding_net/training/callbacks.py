@@ -1,12 +1,16 @@
-"""Training callbacks: atomic checkpoints and a learning-rate column in the logs."""
+"""Training callbacks: atomic checkpoints and a learning-rate column in the logs, and the check
+that an interrupted run's backup can be read before it is resumed."""
 
+import csv
 import json
 import os
+import shutil
 
+import h5py
 import keras
 import numpy as np
 
-from embedding_net.atomic import atomic_path
+from embedding_net.atomic import atomic_path, atomic_write_csv
 
 
 def export_model(model):
@@ -81,10 +85,65 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _backup_epochs(weights, metadata):
+    """The epochs a `BackupAndRestore` state records; raises if either file cannot be read."""
+    with open(metadata, encoding="utf-8") as handle:
+        epoch = json.load(handle)["epoch"]
+    if not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"no epoch count in {os.path.basename(metadata)}")
+
+    def read(name, item):  # returns None, or visititems would stop at the first dataset
+        if isinstance(item, h5py.Dataset):
+            item[()]
+
+    with h5py.File(weights, "r") as store:  # HDF5 checks its header and length; reading checks the rest
+        store.visititems(read)
+    return epoch
+
+
+def restore_readable_backup(backup_dir, history_path):
+    """Makes the backup of an interrupted run loadable before it is resumed; returns a line
+    saying what was done, or None when the backup is readable or absent.
+
+    `BackupAndRestore(double_checkpoint=True)` keeps the state of the last two epochs. When the
+    last cannot be read (a disk error, a torn copy), Keras falls back to the previous one by
+    itself, but only for an `OSError` and without saying so, and the run would then count the
+    epochs of the unreadable state. Here: the previous state is put in its place and the history
+    cut to its epochs; with neither readable, the backup is removed and the run starts over.
+    """
+    if not os.path.isdir(backup_dir) or not os.listdir(backup_dir):
+        return None
+    weights, metadata = (os.path.join(backup_dir, name) for name in ("latest.weights.h5", "training_metadata.json"))
+    try:
+        _backup_epochs(weights, metadata)
+        return None
+    except Exception as error:  # h5py and json raise many types for a bad file; all mean the same
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    try:
+        epochs = _backup_epochs(weights + ".bkp", metadata + ".bkp")
+    except Exception:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        return f"the backup of the interrupted run in {backup_dir} cannot be read ({reason}); starting over"
+    shutil.copyfile(weights + ".bkp", weights)
+    shutil.copyfile(metadata + ".bkp", metadata)
+    rows = []
+    if os.path.isfile(history_path):  # a header, then one row per epoch: keep the resumed state's
+        with open(history_path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    if rows:
+        atomic_write_csv(history_path, rows[0], rows[1:epochs + 1])
+    return (f"the last backup of the interrupted run in {backup_dir} cannot be read ({reason}); "
+            f"resuming from the one before it, at epoch {epochs + 1}")
+
+
 def completed_epochs(backup_dir):
-    """Epochs finished by an interrupted run whose `BackupAndRestore` state is in `backup_dir`."""
+    """Epochs finished by an interrupted run whose `BackupAndRestore` state is in `backup_dir`
+    (those of the previous state when the last one's count cannot be read; 0 when neither can)."""
     path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.isfile(path):
-        return 0
-    with open(path, encoding="utf-8") as handle:
-        return int(json.load(handle)["epoch"])
+    for candidate in (path, path + ".bkp"):
+        try:
+            with open(candidate, encoding="utf-8") as handle:
+                return int(json.load(handle)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return 0

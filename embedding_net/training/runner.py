@@ -10,6 +10,7 @@ import dataclasses
 import os
 import shutil
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -22,6 +23,7 @@ from embedding_net.training.callbacks import (
     LearningRateLogger,
     StopOnNonFiniteLoss,
     completed_epochs,
+    restore_readable_backup,
     save_model_atomically,
 )
 from embedding_net.config.checks import check_model_paths
@@ -124,6 +126,9 @@ def _run(config, strategy):
     chief = is_chief(strategy)
     os.makedirs(os.path.join(work_dir, "checkpoints"), exist_ok=True)
     _check_resumable(config, work_dir)
+    note = restore_readable_backup(os.path.join(work_dir, "backup"), os.path.join(work_dir, "history.csv"))
+    if note:
+        warnings.warn(note, stacklevel=2)
     resumed = completed_epochs(os.path.join(work_dir, "backup"))
     if resumed and chief:  # even when quiet: the run is not what a fresh one would be
         print(f"resuming at epoch {resumed + 1} of {config.train.epochs}", flush=True)
