@@ -52,15 +52,47 @@ def load_split(config, split, min_images_per_class=2):
     return decode_split(config, folder, min_images_per_class)
 
 
+def scan_data(config):
+    """The train split and, when there is one, the val split, listed but not decoded:
+    `{name: ImageFolder}`, from a CSV file or class folders (see `sources.scan_splits`)."""
+    data = config.data
+    return scan_splits(data.folder, data.train_split, data.val_split, csv_path=data.csv,
+                       path_column=data.csv_path_column, label_column=data.csv_label_column,
+                       split_column=data.csv_split_column, val_ratio=data.val_ratio, seed=config.train.seed)
+
+
+def decode_splits(config, scanned):
+    """`{name: (ImageFolder, images)}` of scanned splits, each decoded by `decode_split`."""
+    return {split: decode_split(config, folder, 2 if split == config.data.train_split else 1)
+            for split, folder in scanned.items()}
+
+
 def load_splits(config):
     """The train split and, when there is one, the val split: `{name: (ImageFolder, images)}`,
-    from a CSV file or class folders (see `sources.scan_splits`), decoded by `decode_split`."""
-    data = config.data
-    scanned = scan_splits(data.folder, data.train_split, data.val_split, csv_path=data.csv,
-                          path_column=data.csv_path_column, label_column=data.csv_label_column,
-                          split_column=data.csv_split_column, val_ratio=data.val_ratio, seed=config.train.seed)
-    return {split: decode_split(config, folder, 2 if split == data.train_split else 1)
-            for split, folder in scanned.items()}
+    scanned (`scan_data`) and decoded (`decode_splits`)."""
+    return decode_splits(config, scan_data(config))
+
+
+def decode_later(config, splits, later, shown_split, shown):
+    """`splits` with the splits named in `later` decoded (when the evaluation needs them), and
+    `shown`, indices of images of `shown_split` in the pictures, renumbered for the images
+    that remain (unreadable files drop out at decoding)."""
+    if not later:
+        return splits, shown
+    decoded = decode_splits(config, {name: splits[name][0] for name in later})
+    if shown_split in decoded:
+        paths = {splits[shown_split][0].paths[i] for i in shown}
+        shown = np.flatnonzero([path in paths for path in decoded[shown_split][0].paths])
+    return {**splits, **decoded}, shown
+
+
+def fitting_reads_val(config, scanned):
+    """Whether training reads the val split (its loss picks the checkpoint: val holds classes
+    the model does not train on, see `selection_split`). Only then is val decoded before
+    training; otherwise it waits until the evaluation after training embeds it."""
+    val, train = scanned.get(config.data.val_split), scanned[config.data.train_split]
+    return (val is not None and bool(config.train.validation_steps)
+            and not set(val.class_names) & set(train.class_names))
 
 
 def batches(config, folder, images, seed, classes_per_batch=None, start_batch=0, class_names=None):

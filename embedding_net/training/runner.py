@@ -42,9 +42,12 @@ from embedding_net.training.data import (
     batches,
     build_augmentation_from,
     check_batch,
+    decode_later,
+    decode_splits,
     embed_split,
-    load_splits,
+    fitting_reads_val,
     prepare_dataset,
+    scan_data,
     selection_split,
 )
 from embedding_net.training.finish import finish_run
@@ -134,7 +137,7 @@ def _run(config, strategy):
         print(f"resuming at epoch {resumed + 1} of {config.train.epochs}", flush=True)
     save_config(config, os.path.join(work_dir, "config.yml"))
 
-    splits, training_set, (validation_set, selection) = _load_data(config)
+    splits, training_set, (validation_set, selection), later = _load_data(config)
     with strategy.scope():
         model = _build_model(config)
         setup = _compiled_setup(config, model, training_set, validation_set, resumed)
@@ -153,6 +156,7 @@ def _run(config, strategy):
         shutil.rmtree(work_dir, ignore_errors=True)
         return {}
 
+    splits, tsne_indices = decode_later(config, splits, later, view_folder_split(config, splits), tsne_indices)
     # Embedding and evaluation on the chief alone, with a model outside the strategy.
     model = _local_copy(config, model)
     return finish_run(config, model, _float32_copy(config, model), splits, training_set, tsne_indices,
@@ -161,10 +165,14 @@ def _run(config, strategy):
 
 
 def _load_data(config):
-    """The decoded splits, the training set (with its rotated classes when asked for), and
-    `(validation set, what it is)` from `selection_split`."""
+    """The splits, the training set (with its rotated classes when asked for), `(validation
+    set, what it is)` from `selection_split`, and the splits left undecoded until training ends
+    (val, `(folder, None)`, unless training reads it: `fitting_reads_val`)."""
     prepare_dataset(config.data)
-    splits = load_splits(config)
+    scanned = scan_data(config)
+    later = [] if fitting_reads_val(config, scanned) else [n for n in scanned if n == config.data.val_split]
+    splits = decode_splits(config, {name: folder for name, folder in scanned.items() if name not in later})
+    splits.update({name: (scanned[name], None) for name in later})
     check_batch(config, splits[config.data.train_split][0], config.data.train_split)
     training_set, selection_set, selection = selection_split(config, splits)
     train_folder, train_images = training_set
@@ -173,7 +181,7 @@ def _load_data(config):
         if train_images is None:
             raise ConfigError("data.rotate_classes needs the images in memory: set data.cache: memory")
         training_set = add_rotated_classes(train_folder, train_images)
-    return splits, training_set, (selection_set, selection)
+    return splits, training_set, (selection_set, selection), later
 
 
 def _compiled_setup(config, model, training_set, validation_set, resumed):
