@@ -15,6 +15,11 @@ from embedding_net.errors import WriteError
 # The errors of a disk that refuses a write: full, over quota, file too large, read-only, failing.
 _REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
+# The process's file-creation mask, read once: reading it means setting it, and a mask of 0
+# even for an instant would give files other threads create meanwhile mode 0666.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _raise_if_refused(path, error):
     """Raises `error` (from writing `path`'s temporary or renaming it) as a one-line `WriteError`
@@ -42,9 +47,7 @@ def atomic_path(path):
         raise
     os.close(handle)
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
+    os.chmod(temporary, 0o666 & ~_UMASK)
     try:
         yield temporary
         os.replace(temporary, path)
@@ -67,9 +70,7 @@ def atomic_directory(path):
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(os.path.normpath(path))
     temporary = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o777 & ~umask)  # mkdtemp's 0700, made what a plain mkdir gives
+    os.chmod(temporary, 0o777 & ~_UMASK)  # mkdtemp's 0700, made what a plain mkdir gives
     try:
         yield temporary
         aside = None

@@ -176,3 +176,28 @@ def test_a_first_run_on_a_new_folder_prints_its_choices_and_plain_warnings(tmp_p
     assert any("skipped 1 unreadable image(s)" in line and "broken.png" in line for line in warnings)
     assert "UserWarning" not in result.stderr and ".py:" not in result.stderr and "Traceback" not in result.stderr
     assert yaml.safe_load(open(tmp_path / "runs" / "logos" / "config.yml"))["model"]["input_shape"] == [32, 32, 3]
+
+
+def test_data_counts_only_the_classes_training_keeps_and_one_folder_is_one_run(tmp_path):
+    # Ten classes, one of them a single image (no positive pair: training drops it).
+    root = _folder(tmp_path / "few", classes=10, per_class=lambda label: 1 if label == 0 else 3, shape=(30, 30, 3))
+    choices = choose_for_folder(root + "/")
+    assert choices.values["data.classes_per_batch"] == 9 and choices.values["data.images_per_class"] == 3
+    assert choices.values["data.root"] == root and choices.values["output.name"] == "few"
+    here = os.getcwd()
+    try:
+        os.chdir(root)
+        assert choose_for_folder(".").values["output.name"] == "few"
+    finally:
+        os.chdir(here)
+
+
+def test_print_config_shows_even_beside_a_finished_run(tmp_path, capsys):
+    config = load_config(os.path.join(ROOT, "configs", "omniglot.yml"), [f"output.work_dir={tmp_path}"])
+    os.makedirs(config.run_dir)
+    save_config(config, os.path.join(config.run_dir, "config.yml"))
+    with open(os.path.join(config.run_dir, "metrics.json"), "w") as handle:
+        handle.write("{}")
+    assert embedding_net(["train", "--set", f"output.work_dir={tmp_path}", "--set", "train.epochs=40",
+                          "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["epochs"] == 40

@@ -55,7 +55,9 @@ def _data_choices(data, seed):
     if data is None:
         return "omniglot", {}, []
     if data in list_datasets() and os.sep not in data:
-        return data, {"data.root": None, "data.dataset": data}, []
+        note = ([f"note: --data {data} is the shipped dataset; for your folder {data}/ type --data ./{data}"]
+                if os.path.isdir(data) else [])
+        return data, {"data.root": None, "data.dataset": data}, note
     if not os.path.isdir(data):
         raise DatasetError(f"--data folder not found: {data}")
     if not os.path.isdir(os.path.join(data, "train")):
@@ -66,7 +68,8 @@ def _data_choices(data, seed):
 
 
 def _resolve(args):
-    """The validated config, and the lines describing what `--data` chose."""
+    """The validated config, and the lines describing what `--data` chose (`--print-config`
+    only shows it: the run folder is not checked then)."""
     from embedding_net.config import load_config
     from embedding_net.config.catalogue import catalogue_registries
     from embedding_net.config.checks import check_paths, check_run_folder
@@ -75,7 +78,8 @@ def _resolve(args):
     with catalogue_registries():  # the registries' names without importing TensorFlow
         config = load_config(resolve_config_path(args.config or default), args.overrides, chosen)
         check_paths(config)
-        check_run_folder(config)
+        if not args.print_config:
+            check_run_folder(config)
     return config, lines
 
 

@@ -42,7 +42,7 @@ def check_paths(config):
     check_model_paths(config.model)
 
 
-def _same_run(previous, current):
+def same_run(previous, current):
     """Whether two configs (as dicts) make the same run: how verbosely it prints does not count,
     nor the precision when the new config says `auto` (config.yml records it resolved)."""
     previous, current = ({section: dict(keys) for section, keys in values.items()} for values in (previous, current))
@@ -62,7 +62,7 @@ def check_run_folder(config):
     if not os.path.isfile(os.path.join(config.run_dir, "metrics.json")):
         return
     try:
-        same = _same_run(config_to_dict(load_config(os.path.join(config.run_dir, "config.yml"))),
+        same = same_run(config_to_dict(load_config(os.path.join(config.run_dir, "config.yml"))),
                          config_to_dict(config))
     except (ConfigError, DatasetError):
         same = False  # no readable config.yml: whatever made that run, it is not known to be this one

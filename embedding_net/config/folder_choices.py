@@ -42,23 +42,26 @@ def _is_gray(image):
 
 def choose_for_folder(root, seed=0):
     """The choices for the folder `root` (holding train/<class>/<image>, optionally val/)."""
+    root = os.path.normpath(root)  # `photos/` and `photos` are one folder, one run
     train = scan_image_folder(os.path.join(root, "train"))
-    images = []
-    for path in _sample(train.paths, seed):
+    gray, sides = True, []
+    for path in _sample(train.paths, seed):  # one image in memory at a time: photos are large
         try:
-            images.append(read_image(path, None, 3))
+            image = read_image(path, None, 3)
         except DatasetError:
             continue  # reported once, when the split is decoded for training
-    if not images:
+        gray, sides = gray and _is_gray(image), sides + [min(image.shape[:2])]
+    if not sides:
         raise DatasetError(f"no readable image among {min(SAMPLED_IMAGES, len(train.paths))} sampled in {root}/train")
-    gray = all(_is_gray(image) for image in images)
-    shorter = int(np.median([min(image.shape[:2]) for image in images]))
+    shorter = int(np.median(sides))
     side = next((s for s in SIDES if s <= min(shorter, MAX_SIDE)), SIDES[-1])
     counts = np.bincount(train.labels, minlength=len(train.class_names))
     classes = len(train.class_names)
+    # Training drops classes of one image (no positive pair): P and K count the others.
+    usable = counts[counts >= 2] if (counts >= 2).any() else counts
     # K: a class's images are positives of each other; more than it has means repeats.
-    per_class = int(min(IMAGES_PER_CLASS, max(2, np.median(counts))))
-    classes_per_batch = max(2, min(classes, BATCH // per_class))
+    per_class = int(min(IMAGES_PER_CLASS, max(2, np.median(usable))))
+    classes_per_batch = max(2, min(len(usable), BATCH // per_class))
     short = int((counts < per_class).sum())
     has_val = os.path.isdir(os.path.join(root, "val"))
     values = {
@@ -67,7 +70,7 @@ def choose_for_folder(root, seed=0):
         "data.val_ratio": None if has_val else VAL_RATIO,
         "model.backbone": "conv4", "model.weights": None,
         "model.input_shape": [side, side, 1 if gray else 3],
-        "output.name": os.path.basename(os.path.normpath(root)) or "data",
+        "output.name": os.path.basename(os.path.abspath(root)) or "data",
     }
     lines = [
         f"data: {root}: {len(train)} training images in {classes} classes "

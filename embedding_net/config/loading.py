@@ -15,11 +15,10 @@ import typing
 import yaml
 
 from embedding_net.atomic import atomic_write_text
-from embedding_net.config.components import applies, check_components, check_moved_keys
+from embedding_net.config.catalogue import active_catalogue
+from embedding_net.config.components import applies, architecture_entry, check_components, check_moved_keys
 from embedding_net.config.sections import Config
 from embedding_net.errors import ConfigError
-from embedding_net.config.components import architecture_entry
-from embedding_net.config.catalogue import active_catalogue
 
 
 def _type_name(annotation):

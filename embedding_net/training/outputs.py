@@ -52,6 +52,12 @@ def write_serving_copies(model, run_dir, formats):
             export(model, os.path.join(run_dir, file_name))
         except ModelFileError as error:
             warnings.warn(f"{error}; no {file_name} in {run_dir}", stacklevel=2)
+        except Exception as error:  # noqa: BLE001 - a copy must never cost the trained model
+            # Any other failure (a converter's own bug, a broken install) after hours of
+            # training: the run's model.keras, encodings and metrics still get written.
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            warnings.warn(f"cannot write {file_name}: {type(error).__name__} {reason}; model.keras still "
+                          "serves", stacklevel=2)
         seconds[f"{name}_export_seconds"] = round(time.time() - started, 1)
     return seconds
 

@@ -1,9 +1,9 @@
 """The one reader of the config: builds data, model, loss and optimizer, trains, then writes
 the model, the encodings and the metrics into the run folder.
 
-The training layer is four files: this one runs the phases of a run (checks, data, model,
-fit, outputs); `training_data` loads the splits and batches, `training_setup` builds what is
-fitted, and `training_outputs` writes what a run leaves behind."""
+This file runs the phases of a run (checks, data, model, fit); `data` loads the splits and
+batches, `setup` builds what is fitted, `finish` runs the phases after training and `outputs`
+writes what a run leaves behind."""
 
 import contextlib
 import dataclasses
@@ -26,8 +26,8 @@ from embedding_net.training.callbacks import (
     restore_readable_backup,
     save_model_atomically,
 )
-from embedding_net.config.checks import check_model_paths
-from embedding_net.config.loading import load_config, save_config
+from embedding_net.config.checks import check_model_paths, same_run
+from embedding_net.config.loading import config_to_dict, load_config, save_config
 from embedding_net.data.folders import add_rotated_classes
 from embedding_net.training.strategy import build_strategy, check_classes_per_replica, is_chief, worker_dir
 from embedding_net.training.distributed import fit_distributed
@@ -254,7 +254,8 @@ def _fit(config, strategy, model, setup, training_set, work_dir, resumed):
 def _check_resumable(config, work_dir):
     """An interrupted run resumes only under the config it started with."""
     saved, backup_dir = os.path.join(work_dir, "config.yml"), os.path.join(work_dir, "backup")
-    if completed_epochs(backup_dir) and os.path.isfile(saved) and load_config(saved) != config:
+    if (completed_epochs(backup_dir) and os.path.isfile(saved)
+            and not same_run(config_to_dict(load_config(saved)), config_to_dict(config))):
         raise ConfigError(
             f"{config.run_dir} holds an interrupted run made with another config; run the same "
             f"command to resume it, or delete {backup_dir} (or change output.name) to start over")

@@ -131,7 +131,6 @@ def _write_files(folder, embeddings, classes, names, images, description):
 
 
 def tensorboard_enabled(config):
-    # `output.tensorboard` may not exist yet in the config schema: default on.
     return bool(config.output.tensorboard)
 
 

@@ -47,3 +47,15 @@ def test_a_run_prints_each_phase_and_writes_the_serving_copies(omniglot_subset, 
                                            providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(["embeddings"], {"images": images})[0], model.predict(images, verbose=0),
                                atol=1e-5)
+
+
+def test_a_serving_copy_that_fails_in_any_way_only_warns(tmp_path, monkeypatch):
+    from embedding_net.training import outputs
+
+    def broken(model, path):
+        raise AttributeError("a converter's own bug")
+
+    monkeypatch.setitem(outputs.SERVING_FORMATS, "onnx", (broken, "model.onnx"))
+    with __import__("pytest").warns(UserWarning, match="cannot write model.onnx: AttributeError a converter's own bug"):
+        seconds = outputs.write_serving_copies(None, str(tmp_path), ["onnx"])
+    assert set(seconds) == {"onnx_export_seconds"} and not (tmp_path / "model.onnx").exists()
