@@ -115,7 +115,9 @@ def restore_readable_backup(backup_dir, history_path):
         return None
     weights, metadata = (os.path.join(backup_dir, name) for name in ("latest.weights.h5", "training_metadata.json"))
     try:
-        _backup_epochs(weights, metadata)
+        # CSVLogger writes an epoch's row before the backup records the epoch: a kill between
+        # the two would leave that row to be written again by the resumed run.
+        _trim_history(history_path, _backup_epochs(weights, metadata))
         return None
     except Exception as error:  # h5py and json raise many types for a bad file; all mean the same
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -124,16 +126,22 @@ def restore_readable_backup(backup_dir, history_path):
     except Exception:
         shutil.rmtree(backup_dir, ignore_errors=True)
         return f"the backup of the interrupted run in {backup_dir} cannot be read ({reason}); starting over"
-    shutil.copyfile(weights + ".bkp", weights)
-    shutil.copyfile(metadata + ".bkp", metadata)
-    rows = []
-    if os.path.isfile(history_path):  # a header, then one row per epoch: keep the resumed state's
-        with open(history_path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    if rows:
-        atomic_write_csv(history_path, rows[0], rows[1:epochs + 1])
+    for name in (weights, metadata):  # each whole: a kill between them leaves Keras a readable pair
+        with atomic_path(name) as temporary:
+            shutil.copyfile(name + ".bkp", temporary)
+    _trim_history(history_path, epochs)
     return (f"the last backup of the interrupted run in {backup_dir} cannot be read ({reason}); "
             f"resuming from the one before it, at epoch {epochs + 1}")
+
+
+def _trim_history(history_path, epochs):
+    """Keeps the header and the first `epochs` rows of history.csv (one row per epoch)."""
+    rows = []
+    if os.path.isfile(history_path):
+        with open(history_path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    if len(rows) > epochs + 1:
+        atomic_write_csv(history_path, rows[0], rows[1:epochs + 1])
 
 
 def completed_epochs(backup_dir):

@@ -105,3 +105,19 @@ def test_the_same_command_resumes_or_starts_over_with_one_line(interrupted, omni
     assert not (run_dir / "backup").exists()  # training finished
     for name in ("model.keras", "checkpoints/last.keras", "checkpoints/best.keras"):
         load_embedding_model(str(run_dir / name))
+
+
+def test_a_row_written_after_the_last_backup_is_dropped_on_resume(tmp_path):
+    import h5py
+
+    from embedding_net.training.callbacks import restore_readable_backup
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    with h5py.File(backup / "latest.weights.h5", "w") as store:
+        store["w"] = [1.0, 2.0]
+    (backup / "training_metadata.json").write_text('{"epoch": 2}')
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,0.5\n1,0.4\n2,0.3\n")  # epoch 2 logged, killed before its backup
+    assert restore_readable_backup(str(backup), str(history)) is None
+    assert history.read_text().splitlines() == ["epoch,loss", "0,0.5", "1,0.4"]
