@@ -304,7 +304,7 @@ def test_train_py_on_two_workers_writes_one_run(omniglot_subset, tmp_path):
     run_dir = tmp_path / "two_workers"
     assert sorted(os.listdir(run_dir)) == sorted(  # the other worker's folder is gone
         ["checkpoints", "config.yml", "confusion_matrix.csv", "encodings.enidx", "encodings.enidx.lock",
-         "encodings.npz", "history.csv",
+         "encodings.npz", "history.csv", "logs",  # TensorBoard's, written by the chief alone
          "metrics.json", "model.keras", "model.tflite", "model.tflite.json", "per_class_accuracy.csv", "plots"])
     with open(run_dir / "history.csv") as handle:
         assert len(handle.read().strip().splitlines()) == 3  # header + 2 epochs
