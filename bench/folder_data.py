@@ -120,7 +120,7 @@ def main():
         results[name] = {"runs": runs, "choices": choices, "best_hand": best, "gap_points": round(100 * gap, 2)}
         print(name, results[name], flush=True)
     atomic_write_json(os.path.join(RESULTS, "folder_data.json"), {
-        "host": host_info(), "epochs": args.epochs, "steps_per_epoch": args.steps, "results": results})
+        "kind": "folder_data", "host": host_info(), "epochs": args.epochs, "steps_per_epoch": args.steps, "results": results})
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ import sys
 
 import lib
 from lib import fmt, markdown_table
+from report_folders import SECTIONS as FOLDER_SECTIONS
 from report_losses import SECTIONS as LOSS_SECTIONS
 from report_sections import SECTIONS as OTHER_SECTIONS, is_search_result, search_classes_section, search_section
 
-SECTIONS = {**OTHER_SECTIONS, **LOSS_SECTIONS}
+SECTIONS = {**OTHER_SECTIONS, **LOSS_SECTIONS, **FOLDER_SECTIONS}
 
 COMMANDS = [
     ("throughput", "python bench/throughput.py", "28 px, semi-hard, 5 ours/peer pairs"),
