@@ -3,6 +3,7 @@ and the config sections as `--help` lists them."""
 
 import dataclasses
 import glob
+import textwrap
 import os
 
 from embedding_net.errors import ConfigError
@@ -33,11 +34,6 @@ def sections_help(width=100):
     lines = []
     for section in dataclasses.fields(Config):
         keys = ", ".join(field.name for field in dataclasses.fields(section.type))
-        prefix, line = f"  {section.name + ':':<12}", ""
-        for word in keys.split(" "):
-            if line and len(prefix) + len(line) + len(word) + 1 > width:
-                lines.append(prefix + line)
-                prefix, line = " " * 14, ""
-            line = f"{line} {word}".strip()
-        lines.append(prefix + line)
+        lines.append(textwrap.fill(keys, width, initial_indent=f"  {section.name + ':':<12}",
+                                   subsequent_indent=" " * 14, break_on_hyphens=False))
     return "\n".join(lines)

@@ -23,6 +23,7 @@ _ACTIVE = []  # the catalogue in force, innermost last; empty: the live registri
 def build_catalogue():
     """The catalogue of the live registries (imports them, and so Keras)."""
     from embedding_net.config.components import live_registries
+    from embedding_net.config.loading import _registry_choices  # live here: no catalogue in force
     from embedding_net.config.sections import Config
 
     losses, mining, architectures, optim = live_registries()
@@ -31,9 +32,7 @@ def build_catalogue():
         for item in dataclasses.fields(section.type):
             target = item.metadata.get("choices_from")
             if target:
-                module, _, attribute = target.partition(":")
-                names = getattr(__import__(module, fromlist=[attribute]), attribute)
-                choices[target] = list(names() if callable(names) else names)
+                choices[target] = list(_registry_choices(target))
     kinds = sorted({architectures.architecture_entry(n).info["mining"] for n in architectures.list_architectures()})
     return {
         "choices": choices,
