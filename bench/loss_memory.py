@@ -1,14 +1,16 @@
 """Peak memory of every loss and its gradient at batch 256, 1,024 and 8,192 (embedding 128).
 
-Each (loss, batch) runs in its own subprocess: P x K labels (K = 4), random unit embeddings
-[B, 128], and a traced function that returns the loss and its gradient with respect to the
+Each (loss, batch) runs in its own subprocess: P x K labels (K = 4: B / 4 classes), random unit
+embeddings [B, 128], and a traced function that returns the loss and its gradient with respect to the
 embeddings. The function runs once at batch 16 to warm up; then the process's resident-memory
 high-water mark is reset (/proc/self/clear_refs) and the function runs at B: peak = VmHWM - VmRSS
 before that call, i.e. what the loss and its gradient allocate beyond the inputs, with the
 tracing for B's shape (a few MiB; B = 256 shows it). The time is a second call's, traced already.
 TensorFlow runs independent ops in parallel, so the peak varies between runs: each (loss, batch)
 runs in `--repeats` processes and the table shows the largest peak and the shortest time. Losses with class
-centres (ArcFace, CosFace, Proxy Anchor) take 1,000 classes. One B x B float32 matrix is 256 MiB
+centres (ArcFace, CosFace, Proxy Anchor) take 1,000 classes, the batch's labels modulo 1,000.
+(Until 2026-12-06 every loss took those labels; at 8,192 that gave 48 classes 12 images each,
+so the pair losses took their paths for many positives per anchor.) One B x B float32 matrix is 256 MiB
 at 8,192; the goal is the loss with its gradient within 2 GiB there.
 
     python bench/loss_memory.py                       # bench/results/loss_memory.json
@@ -36,9 +38,9 @@ LOSSES = {
     "multi_similarity + miner": {"name": "multi_similarity", "mining_epsilon": 0.1},
     "supcon": {"name": "supcon"},
     "circle": {"name": "circle"},
-    "arcface": {"name": "arcface"},
-    "cosface": {"name": "cosface"},
-    "proxy_anchor": {"name": "proxy_anchor"},
+    "arcface": {"name": "arcface", "centres": True},
+    "cosface": {"name": "cosface", "centres": True},
+    "proxy_anchor": {"name": "proxy_anchor", "centres": True},
 }
 
 
@@ -50,7 +52,7 @@ def _status(field):
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def worker(name, batch, dim):
+def worker(name, batch, dim, fold_all=False):
     import numpy as np
 
     import embedding_net  # noqa: F401  (before TensorFlow, see bench/lib)
@@ -60,9 +62,13 @@ def worker(name, batch, dim):
 
     settings = dict(LOSSES[name])
     registered = settings.pop("name")
+    settings.pop("centres", None)
     def batch_of(size):
         rng = np.random.default_rng(0)
-        labels = tf.constant(np.repeat(np.arange(size // 4) % CENTRES, 4).astype("int32"))
+        # A P x K batch, K = 4; the class-centre losses fold its classes onto their CENTRES.
+        folded = fold_all or "centres" in LOSSES[name]
+        classes = np.arange(size // 4) % CENTRES if folded else np.arange(size // 4)
+        labels = tf.constant(np.repeat(classes, 4).astype("int32"))
         embeddings = rng.normal(size=(size, dim)).astype("float32")
         return labels, tf.constant(embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True))
 
@@ -99,18 +105,22 @@ def main():
     parser.add_argument("--repeats", type=int, default=3,
                         help="processes per (loss, batch): TensorFlow runs independent ops in parallel, so the "
                              "peak varies by a few hundred MiB between runs; the largest is reported")
+    parser.add_argument("--fold-all", action="store_true",
+                        help="every loss takes the labels modulo 1,000 (the workload before 2026-12-06: at 8,192, "
+                             "48 classes have 12 images)")
     parser.add_argument("--output", default=lib.default_output(NAME))
     parser.add_argument("--worker", nargs=2, metavar=("LOSS", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker[0], int(args.worker[1]), args.dim)
+        return worker(args.worker[0], int(args.worker[1]), args.dim, args.fold_all)
     rows = {}
     for name in args.losses:
         for batch in args.batches:
             replies = []
             for _ in range(args.repeats):
                 rc, out, err, wall, _, reply = lib.run_subprocess(
-                    [sys.executable, __file__, "--worker", name, str(batch), "--dim", str(args.dim)], timeout=1800)
+                    [sys.executable, __file__, "--worker", name, str(batch), "--dim", str(args.dim),
+                     *(["--fold-all"] if args.fold_all else [])], timeout=1800)
                 replies.append(reply if reply is not None else
                                {"error": (err or out).strip().splitlines()[-1:] or [f"exit {rc}"]})
             good = [r for r in replies if "peak_bytes" in r]
@@ -119,7 +129,7 @@ def main():
                 "seconds": min(r["seconds"] for r in good), "finite": all(r["finite"] for r in good)}
             rows.setdefault(name, {})[str(batch)] = reply
             print(name, batch, json.dumps(reply), flush=True)
-    result = {"kind": NAME, "dim": args.dim, "repeats": args.repeats, "centres": CENTRES, "goal_bytes": GOAL_BYTES, "losses": rows,
+    result = {"kind": NAME, "dim": args.dim, "labels": "folded" if args.fold_all else "p_by_k", "repeats": args.repeats, "centres": CENTRES, "goal_bytes": GOAL_BYTES, "losses": rows,
               "machine": lib.host_info()}
     lib.atomic_write_json(args.output, result)
 

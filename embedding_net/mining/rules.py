@@ -5,8 +5,9 @@ the generators that mine with the live model call the same functions on the embe
 computed. Masked entries are replaced by values that can never win a reduction, so no Python
 loop over pairs or triplets is needed and no tensor larger than B x B is built, except by
 `batch_all_triplet_values`, which is B x B x B by definition (the losses and monitors use
-`embedding_net.mining.batch_all` instead, which never builds it), and by
-`semi_hard_negative`, which is [B, M, B] for M <= 8 positives per anchor.
+`embedding_net.mining.batch_all` instead, which never builds it), and by the [B, M, B]
+comparisons of few positives per anchor (M <= 8) in small batches (`compares_positives`).
+FaceNet's semi-hard rule is in `embedding_net.mining.semi_hard`.
 
 Conventions: `labels` is an integer vector [B]; `distances` is [B, B] with `distances[a, j]`
 the distance from anchor a to sample j; a positive of anchor a is another sample (j != a) of the
@@ -82,30 +83,6 @@ def compares_positives(distances, slots):
                            ops.less_equal(ops.cast(slots, "int64") * batch * batch, MAX_COMPARISON_VALUES))
 
 
-def semi_hard_negative(distances, positives, negatives):
-    """FaceNet's rule (Schroff et al. 2015) for every anchor-positive pair (a, p).
-
-    The chosen negative is the nearest n with d(a, n) > d(a, p); when no negative is farther
-    than the positive, it is the farthest negative. With M = the largest number of positives of
-    an anchor, batches with M <= 8 (every P x K batch with K <= 9) and B^2 M <= 2^26 compare each
-    positive with every negative of its anchor, O(B^2 M) time and memory; other batches sort the
-    negatives of each anchor once and binary-search them, O(B^2 log B) time and O(B^2) memory.
-    Both give the same choice (`compares_positives`).
-
-    Returns:
-        `(negative_distances, has_negative)`: float [B, B] with the chosen d(a, n) for each pair
-        (meaningful where `positives` holds), and boolean [B] telling which anchors have any
-        negative at all.
-    """
-    slots = positive_slot_count(positives)
-    chosen = ops.cond(
-        compares_positives(distances, slots),
-        lambda: _semi_hard_by_comparison(distances, positives, negatives, slots),
-        lambda: _semi_hard_by_sorting(distances, negatives),
-    )
-    return chosen, ops.any(negatives, axis=1)
-
-
 def positive_slot_count(positives):
     """M, the largest number of positives of an anchor, and at least 1 (a scalar int32)."""
     # At least one slot: reductions over an empty axis fail; an unused slot is masked anyway.
@@ -131,57 +108,6 @@ def positive_slot_distances(distances, positives, slots=None):
     slots = positive_slot_count(positives) if slots is None else slots
     columns, in_use = positive_slots(positives, slots)
     return take_per_row(distances, columns), in_use
-
-
-def _semi_hard_by_comparison(distances, positives, negatives, slots):
-    """`semi_hard_negative` for few positives per anchor: [B, M, B] masked reductions."""
-    columns, in_use = positive_slots(positives, slots)
-    chosen = _chosen_by_comparison(distances, negatives, take_per_row(distances, columns))  # [B, M]
-    # Back to the [B, B] layout: entry (a, columns[a, m]) gets chosen[a, m].
-    placed = ops.one_hot(columns, ops.shape(distances)[0]) * ops.cast(in_use, "float32")[:, :, None]
-    return ops.sum(placed * chosen[:, :, None], axis=1)
-
-
-def _chosen_by_comparison(distances, negatives, thresholds):
-    """FaceNet's negative distance for each threshold d(a, p) of `thresholds` [B, M], by
-    comparing every threshold with every negative: [B, M, B] values."""
-    to_all = distances[:, None, :]  # [B, 1, B]
-    farther = ops.logical_and(negatives[:, None, :], ops.greater(to_all, thresholds[:, :, None]))
-    nearest_farther = ops.min(ops.where(farther, to_all, _never_wins_min(distances)), axis=2)
-    farthest = ops.max(ops.where(negatives, distances, 0.0), axis=1)
-    return ops.where(ops.any(farther, axis=2), nearest_farther, farthest[:, None])
-
-
-def semi_hard_choice(distances, negatives, thresholds):
-    """FaceNet's rule for each anchor a and each threshold d(a, p) of `thresholds` [B, M]: the
-    distance to the nearest negative farther than d(a, p), or to the farthest negative if none
-    is. [B, M] values, and at most O(B^2) memory whatever M (`compares_positives` picks the
-    way); `semi_hard_negative` is the same rule on the [B, B] layout."""
-    return ops.cond(
-        compares_positives(distances, ops.shape(thresholds)[1]),
-        lambda: _chosen_by_comparison(distances, negatives, thresholds),
-        lambda: _semi_hard_by_sorting(distances, negatives, thresholds),
-    )
-
-
-def _semi_hard_by_sorting(distances, negatives, thresholds=None):
-    """`semi_hard_negative` for any batch: sorted negatives and a binary search per row, for
-    each entry of `thresholds` [B, X] (default: `distances`, the [B, B] layout)."""
-    thresholds = distances if thresholds is None else thresholds
-    big = _never_wins_min(distances)
-    negative_distances = ops.where(negatives, distances, big)
-    sorted_negatives = ops.sort(negative_distances, axis=1)
-    # Number of negatives of a at distance <= d(a, p): the index of the first one farther away.
-    farther_index = ops.vectorized_map(
-        lambda rows: ops.searchsorted(rows[0], rows[1], side="right"),
-        (sorted_negatives, thresholds),
-    )
-    negative_count = ops.sum(ops.cast(negatives, "int32"), axis=1)
-    has_farther = ops.less(ops.cast(farther_index, "int32"), negative_count[:, None])
-    batch_size = ops.shape(distances)[0]
-    nearest_farther = take_per_row(sorted_negatives, ops.minimum(ops.cast(farther_index, "int32"), batch_size - 1))
-    farthest = take_per_row(sorted_negatives, ops.maximum(negative_count - 1, 0)[:, None])
-    return ops.where(has_farther, nearest_farther, farthest)
 
 
 def batch_all_triplet_values(distances, labels, margin):

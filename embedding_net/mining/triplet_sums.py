@@ -19,6 +19,7 @@ from keras import ops
 from embedding_net.mining import rules
 from embedding_net.mining.batch_all import batch_all_sums
 from embedding_net.mining.registry import register_mining
+from embedding_net.mining.semi_hard import semi_hard_columns
 
 
 @register_mining("all")
@@ -41,8 +42,12 @@ def batch_hard(distances, labels, hinge, weights, margin, soft_margin):
 def semi_hard(distances, labels, hinge, weights, margin, soft_margin):
     # On each anchor's positive slots [B, M], not on the B x B layout: M = K - 1 in a P x K batch.
     positives, negatives = rules.positive_mask(labels), rules.negative_mask(labels)
-    positive_distances, in_use = rules.positive_slot_distances(distances, positives)
-    negative_distances = rules.semi_hard_choice(distances, negatives, positive_distances)
+    slots = rules.positive_slot_count(positives)
+    positive_columns, in_use = rules.positive_slots(positives, slots)
+    negative_columns = semi_hard_columns(distances, negatives, rules.take_per_row(distances, positive_columns))
+    # One gather for d(a, p) and d(a, n): its gradient is one B x B scatter, not two.
+    chosen = rules.take_per_row(distances, ops.concatenate([positive_columns, negative_columns], axis=1))
+    positive_distances, negative_distances = chosen[:, :slots], chosen[:, slots:]
     valid = ops.logical_and(in_use, ops.any(negatives, axis=1)[:, None])
     losses = ops.where(valid, hinge(positive_distances - negative_distances), 0.0)
     counted = ops.cast(valid, "float32") * weights[:, None]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import reference_matrix
+from helpers import reference_distance, reference_matrix
 from embedding_net.evaluation.distances import list_distances
 from embedding_net.mining.distances import pairwise_distances
 
@@ -125,3 +125,46 @@ def test_unknown_distance_raises_with_value(name):
     with pytest.raises(ValueError) as info:
         check_distance(name)
     assert repr(name) in str(info.value)
+
+
+def reference_gradient(x, weights, distance):
+    """d/dx of sum_ij w_ij dist(x_i, x_j) in float64, pair by pair; pairs at distance 0
+    (the diagonal, duplicates) pass nothing, as the `where` that zeroes them does. For the
+    cosine, a zero row is normalised with the implementation's clamp of its norm at 1e-6."""
+    x = np.asarray(x, np.float64)
+    gradient = np.zeros_like(x)
+    for i in range(len(x)):
+        for j in range(len(x)):
+            if i == j or reference_distance(x[i], x[j], distance) == 0.0:
+                continue
+            if distance == "cosine":
+                # u = x / max(|x|, 1e-6): at a zero row the clamp makes u linear in x, slope 1e6.
+                ni, nj = max(np.linalg.norm(x[i]), 1e-6), max(np.linalg.norm(x[j]), 1e-6)
+                ui, uj = x[i] / ni, x[j] / nj
+                radial_i = ui * (ui @ uj) if np.linalg.norm(x[i]) > 1e-6 else 0.0
+                radial_j = uj * (ui @ uj) if np.linalg.norm(x[j]) > 1e-6 else 0.0
+                gradient[i] -= weights[i, j] * (uj - radial_i) / ni
+                gradient[j] -= weights[i, j] * (ui - radial_j) / nj
+            else:
+                difference = x[i] - x[j]
+                factor = 2.0 if distance == "squared_euclidean" else 1.0 / np.linalg.norm(difference)
+                gradient[i] += weights[i, j] * factor * difference
+                gradient[j] -= weights[i, j] * factor * difference
+    return gradient
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_gradient_matches_reference(distance):
+    """The closed-form gradients (no B x B temporaries kept for the backward pass) against the
+    derivative written out pair by pair, with duplicates, a zero row and rows of unequal norms."""
+    for seed in range(3):
+        x = random_embeddings(seed, batch=9, dim=5, normalised=False)
+        x[3] = x[0]
+        x[7] = 0.0
+        weights = np.random.default_rng(seed).uniform(-1.0, 1.0, size=(9, 9)).astype("float32")
+        variable = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(tf.constant(weights) * tf.convert_to_tensor(pairwise_distances(variable, distance)))
+        got = tape.gradient(total, variable).numpy()
+        want = reference_gradient(x, weights, distance)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

@@ -5,6 +5,7 @@ import pytest
 from keras import ops
 
 from embedding_net.mining import rules as mining
+from embedding_net.mining import semi_hard
 from embedding_net.mining import selection
 from embedding_net.mining.registry import check_mining, list_minings
 from embedding_net.mining.distances import pairwise_distances
@@ -117,7 +118,7 @@ def test_hardest_negative_without_negatives_is_above_every_distance():
 
 def check_semi_hard(labels, distances):
     positives, negatives = masks(labels)
-    chosen, has_negative = mining.semi_hard_negative(
+    chosen, has_negative = semi_hard.semi_hard_negative(
         ops.convert_to_tensor(distances), positives, negatives
     )
     chosen, has_negative = to_numpy(chosen), to_numpy(has_negative)
@@ -163,8 +164,8 @@ def test_semi_hard_negative_takes_the_path_its_batch_needs(batch, tied, monkeypa
         monkeypatch.setattr(mining, "MAX_COMPARISON_VALUES", 20 * 20)
     calls = []
     for name in ("_semi_hard_by_comparison", "_semi_hard_by_sorting"):
-        original = getattr(mining, name)
-        monkeypatch.setattr(mining, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+        original = getattr(semi_hard, name)
+        monkeypatch.setattr(semi_hard, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     checked = 0
     for seed in range(3):
         if batch == "many_positives":
@@ -183,11 +184,11 @@ def test_semi_hard_negative_in_a_graph_with_an_unknown_batch_size():
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
     def chosen(distances, labels):
         positives, negatives = mining.positive_mask(labels), mining.negative_mask(labels)
-        return mining.semi_hard_negative(distances, positives, negatives)[0]
+        return semi_hard.semi_hard_negative(distances, positives, negatives)[0]
 
     for labels, distances in (random_distances(0, 12), many_positives(0, False)):
         positives, negatives = masks(labels)
-        eager, _ = mining.semi_hard_negative(ops.convert_to_tensor(distances), positives, negatives)
+        eager, _ = semi_hard.semi_hard_negative(ops.convert_to_tensor(distances), positives, negatives)
         graph = chosen(distances, labels)
         keep = to_numpy(positives)
         np.testing.assert_array_equal(to_numpy(graph)[keep], to_numpy(eager)[keep])
@@ -213,7 +214,7 @@ def test_semi_hard_negative_ties_by_hand():
     for (i, j), value in upper.items():
         distances[i, j] = distances[j, i] = value
     positives, negatives = masks(labels)
-    chosen, has_negative = mining.semi_hard_negative(
+    chosen, has_negative = semi_hard.semi_hard_negative(
         ops.convert_to_tensor(distances), positives, negatives
     )
     chosen = to_numpy(chosen)
@@ -231,7 +232,7 @@ def test_semi_hard_negative_without_negatives():
         [[0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6], [3, 5, 6, 0]], dtype="float32"
     )
     positives, negatives = masks(labels)
-    chosen, has_negative = mining.semi_hard_negative(
+    chosen, has_negative = semi_hard.semi_hard_negative(
         ops.convert_to_tensor(distances), positives, negatives
     )
     assert not to_numpy(has_negative).any()
@@ -364,7 +365,7 @@ def test_generator_rules_agree_with_in_batch_rules(make):
         positives, negatives = masks(labels)
         d = ops.convert_to_tensor(distances)
         nearest = to_numpy(mining.hardest_negative(d, negatives))
-        facenet, _ = mining.semi_hard_negative(d, positives, negatives)
+        facenet, _ = semi_hard.semi_hard_negative(d, positives, negatives)
         facenet = to_numpy(facenet)
         all_values, _ = mining.batch_all_triplet_values(d, ops.convert_to_tensor(labels), margin)
         all_values = to_numpy(all_values)
