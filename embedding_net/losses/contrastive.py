@@ -5,7 +5,8 @@ import keras
 from keras import ops
 
 from embedding_net.losses.pair_based import with_memory
-from embedding_net.losses.reduction import gather_across_replicas, mean_of_nonzero, scale_for_replicas
+from embedding_net.losses.reduction import (gather_across_replicas, mean_of_hinges_below, mean_of_nonzero,
+                                           scale_for_replicas)
 from embedding_net.losses.registry import register_loss
 from embedding_net.mining import rules
 from embedding_net.evaluation.distances import check_distance
@@ -99,7 +100,7 @@ class BatchContrastiveLoss(keras.losses.Loss):
         # not on B x B: at B = 8,192 each B x B temporary is 256 MiB.
         positive_distances, in_use = rules.positive_slot_distances(distances, positives)
         return (mean_of_nonzero(ops.relu(positive_distances - self.positive_margin), in_use)
-                + mean_of_nonzero(ops.relu(self.negative_margin - distances), negatives))
+                + mean_of_hinges_below(distances, negatives, self.negative_margin))
 
     def get_config(self):
         config = super().get_config()

@@ -18,6 +18,20 @@ def mean_of_nonzero(values, mask):
     return safe_mean(ops.sum(values), ops.sum(ops.cast(values > 0, "float32")))
 
 
+def mean_of_hinges_below(distances, mask, margin):
+    """`mean_of_nonzero(relu(margin - distances), mask)` for B x B matrices: the mean of
+    margin - d over the masked pairs nearer than `margin`, 0 when there is none.
+
+    The same value, but the backward pass keeps only the boolean mask of those pairs (64 MiB at
+    B = 8,192): which pairs count is constant almost everywhere, so it is found without gradient,
+    and differentiating `where(active, margin - d, 0)` needs nothing else, where relu and the
+    masking would keep B x B floats.
+    """
+    active = ops.stop_gradient(ops.logical_and(mask, ops.less(distances, margin)))
+    total = ops.sum(ops.where(active, margin - distances, 0.0))
+    return safe_mean(total, ops.sum(ops.cast(active, "float32")))
+
+
 def _replica_context():
     """The replica context of a step run on several replicas; None on one device and in a
     cross-replica context (e.g. Keras building the loss symbolically in `strategy.scope()`)."""

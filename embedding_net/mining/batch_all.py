@@ -122,18 +122,22 @@ def hinges_per_anchor(distances, labels, margin):
 
     With M = the largest number of positives of an anchor, batches with M <= 8 (every P x K
     batch with K <= 9) and B^2 M <= 2^26 compare each positive with every negative, [B, M, B]
-    values; other batches use sorted negatives and prefix sums (`negatives_nearer_than`), O(B^2)
-    memory (`rules.compares_positives`).
+    values (`rules.compares_positives`); larger batches with M <= 8 take one positive slot at a
+    time (`_hinges_by_slots`); batches with more positives use sorted negatives and prefix sums
+    (`negatives_nearer_than`). All in O(B^2) memory.
 
     Returns:
         `(hinge_sums, active_counts)`: float32 [B] each; the gradient flows through `hinge_sums`.
     """
-    positives = rules.positive_mask(labels)
-    slots = rules.positive_slot_count(positives)
+    slots = rules.positive_slot_count(rules.positive_mask(labels))
+    compares = rules.compares_positives(distances, slots)
+    # The slots' way first, in the outer cond: TensorFlow cannot differentiate its custom
+    # gradient inside a cond inside a cond (cond_v2 asserts on the captured tensors).
     return ops.cond(
-        rules.compares_positives(distances, slots),
-        lambda: _hinges_by_comparison(distances, labels, margin, slots),
-        lambda: _hinges_by_sorting(distances, labels, margin),
+        ops.logical_and(ops.logical_not(compares), ops.less_equal(slots, rules.MAX_POSITIVE_SLOTS)),
+        lambda: _hinges_by_slots(distances, labels, margin),
+        lambda: ops.cond(compares, lambda: _hinges_by_comparison(distances, labels, margin, slots),
+                         lambda: _hinges_by_sorting(distances, labels, margin)),
     )
 
 
@@ -168,6 +172,56 @@ def _hinges_by_sorting(distances, labels, margin):
     hinges = ops.maximum(count * reach - total, 0.0)
     in_use = ops.cast(in_use, "float32")
     return ops.sum(hinges * in_use, axis=1), ops.sum(count * in_use, axis=1)
+
+
+def _hinges_by_slots(distances, labels, margin):
+    """`hinges_per_anchor` for large batches with few positives per anchor (B = 8,192 in a P x K
+    batch) in B x B temporaries: [B, M, B] would be 768 MiB each there, and differentiating
+    through sorted negatives keeps several B x B matrices for the backward pass.
+
+    One positive slot after the other, with the gradient in closed form (automatic
+    differentiation would keep every slot's temporaries): for reach r_am = d(a, p_m) + margin,
+    d(a, p_m) is in as many active terms as there are negatives nearer than r_am, and d(a, n)
+    in as many as there are reaches of a above it, with the opposite sign."""
+    positives, negatives = rules.positive_mask(labels), rules.negative_mask(labels)
+    columns, in_use = rules.positive_slots(positives, rules.positive_slot_count(positives))
+    batch_size, slots = ops.shape(columns)[0], ops.shape(columns)[1]
+    # An unused slot points at the anchor itself, which is neither positive nor negative: the
+    # gradient written there below is 0 and overwrites nothing.
+    columns = ops.where(in_use, columns, ops.arange(batch_size, dtype="int32")[:, None])
+
+    @ops.custom_gradient
+    def sums(distances):
+        # The gradient reads this name, not the argument: inside a cond, TensorFlow cannot
+        # feed a custom gradient its own argument (stop_gradient is an identity, no copy).
+        distances = ops.stop_gradient(distances)
+        # An unused slot reaches below every distance (>= 0): no negative is ever nearer.
+        reach = ops.where(in_use, rules.take_per_row(distances, columns) + margin, -1.0)
+
+        def slot(carry, index):
+            slot_reach = ops.take(reach, index, axis=1)[:, None]
+            active = ops.logical_and(negatives, ops.less(distances, slot_reach))
+            hinges = ops.sum(ops.where(active, slot_reach - distances, 0.0), axis=1)
+            return carry, ops.stack([hinges, ops.sum(ops.cast(active, "float32"), axis=1)])
+
+        # Keras' TensorFlow scan wants each output shaped as the carry: [2, B].
+        _, per_slot = _sequential(slot, ops.zeros((2, batch_size), "float32"), ops.arange(slots))  # [M, 2, B]
+        nearer_counts = ops.transpose(per_slot[:, 1])  # [B, M]
+
+        def gradient(*upstream_grads, upstream=None):
+            upstream = (upstream_grads[0] if upstream is None else upstream[0])[:, None]
+            # The reaches of a above d(a, n): M minus those at or below it, a binary search in
+            # a's sorted reaches.
+            at_or_below = ops.vectorized_map(lambda rows: ops.searchsorted(rows[0], rows[1], side="right"),
+                                             (ops.sort(reach, axis=1), distances))
+            slopes = ops.where(negatives, (ops.cast(at_or_below, "float32") - ops.cast(slots, "float32")) * upstream, 0.0)
+            rows = ops.reshape(ops.repeat(ops.arange(batch_size, dtype="int32")[:, None], slots, axis=1), (-1,))
+            at_positives = ops.stack([rows, ops.reshape(columns, (-1,))], axis=1)
+            return ops.scatter_update(slopes, at_positives, ops.reshape(upstream * nearer_counts, (-1,)))
+
+        return (ops.sum(per_slot[:, 0], axis=0), ops.stop_gradient(ops.sum(per_slot[:, 1], axis=0))), gradient
+
+    return sums(distances)
 
 
 def _soft_margin_sums(distances, labels, sample_weight, max_block_triplets):

@@ -57,12 +57,13 @@ CASES = [
 ]
 COMPARED = ("_hinges_by_comparison", "_soft_margin_by_comparison")
 SORTED = ("_hinges_by_sorting", "_soft_margin_sums")
+SLOTS = ("_hinges_by_slots",)
 
 
 def record_paths(monkeypatch):
-    """Wraps the four path functions of batch_all; returns the list of names called."""
+    """Wraps the path functions of batch_all; returns the list of names called."""
     calls = []
-    for name in COMPARED + SORTED:
+    for name in COMPARED + SORTED + SLOTS:
         original = getattr(batch_all, name)
         monkeypatch.setattr(batch_all, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     return calls
@@ -139,14 +140,43 @@ def test_blocks_hold_at_most_an_eighth_of_the_triplets_and_the_cap(batch_size, r
     assert rows == 1 or rows * batch_size ** 2 <= batch_all.MAX_BLOCK_TRIPLETS
 
 
-def test_a_batch_too_large_to_compare_sorts_its_hinges(monkeypatch):
-    # As if B were thousands: [B, M, B] above MAX_COMPARISON_VALUES takes the O(B^2) way.
+@pytest.mark.parametrize("slots_limit, way", [(8, "_hinges_by_slots"), (1, "_hinges_by_sorting")])
+def test_a_batch_too_large_to_compare_takes_an_o_b2_way(slots_limit, way, monkeypatch):
+    # As if B were thousands: [B, M, B] above MAX_COMPARISON_VALUES goes slot by slot while
+    # anchors have few positives (a P x K batch at B = 8,192), else sorts.
     labels, embeddings = batch((4, 4, 4, 4))
     distances = pairwise_distances(embeddings)
     compared = [t.numpy() for t in batch_all.hinges_per_anchor(distances, labels, 0.5)]
     calls = record_paths(monkeypatch)
     monkeypatch.setattr(mining, "MAX_COMPARISON_VALUES", len(labels) ** 2)
-    sorted_ = [t.numpy() for t in batch_all.hinges_per_anchor(distances, labels, 0.5)]
-    assert calls == ["_hinges_by_sorting"]
-    np.testing.assert_allclose(sorted_[0], compared[0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(sorted_[1], compared[1])
+    monkeypatch.setattr(mining, "MAX_POSITIVE_SLOTS", slots_limit)
+    other = [t.numpy() for t in batch_all.hinges_per_anchor(distances, labels, 0.5)]
+    assert calls == [way]
+    np.testing.assert_allclose(other[0], compared[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(other[1], compared[1])
+
+
+@pytest.mark.parametrize("sizes", [s for s in CASES if max(s.values[0]) - 1 <= 8])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_slot_by_slot_sums_and_gradients_match_every_triplet(sizes, weighted, monkeypatch):
+    """The closed-form gradient of `_hinges_by_slots` against automatic differentiation of the
+    dense [B, B, B] sums, through the distances of both the positives and the negatives."""
+    calls = record_paths(monkeypatch)
+    monkeypatch.setattr(mining, "MAX_COMPARISON_VALUES", 1)
+    labels, embeddings = batch(sizes)
+    weights = (np.random.default_rng(1).uniform(0.2, 2.0, len(labels)) if weighted
+               else np.ones(len(labels))).astype("float32")
+    x = tf.Variable(embeddings)
+    with tf.GradientTape(persistent=True) as tape:
+        distances = pairwise_distances(x)
+        total, active = batch_all.batch_all_sums(distances, labels, 0.7, False, weights if weighted else None)
+        dense = dense_sums(distances, labels, 0.7, False, weights)
+    expected_total, expected_active = reference_sums(labels, distances.numpy(), 0.7, False, weights)
+    np.testing.assert_allclose(float(total), expected_total, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(active), expected_active, rtol=1e-5, atol=1e-6)
+    gradient, expected_gradient = tape.gradient(total, x), tape.gradient(dense, x)
+    if expected_gradient is None:
+        assert gradient is None or not np.any(gradient.numpy())
+    else:
+        np.testing.assert_allclose(gradient.numpy(), expected_gradient.numpy(), rtol=1e-4, atol=1e-5)
+    assert calls == ["_hinges_by_slots"]
