@@ -40,7 +40,10 @@ def loss_memory_section(data, path):
             for name, cells in data["losses"].items()]
     return ["## Losses: peak memory at large batches", "", _host(data, path), "",
             f"`python bench/loss_memory.py`: the loss and its gradient with respect to random unit embeddings "
-            f"(dimension {data['dim']}; {data['centres']} class centres for the proxy losses), MiB above the inputs, "
+            f"(dimension {data['dim']}; {data['centres']} class centres for the proxy losses), "
+            + ("every loss on the batch's labels modulo the centres, " if data.get("labels") == "folded" else
+               "P x K labels (K = 4) for the pair losses, " if data.get("labels") == "p_by_k" else "")
+            + "MiB above the inputs, "
             f"the largest of {data.get('repeats', 1)} processes; goal: within {data['goal_bytes'] / 2 ** 30:g} GiB.",
             "", markdown_table(["loss"] + [f"B = {b:,}" for b in batches], rows), ""]
 
