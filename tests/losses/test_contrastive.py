@@ -44,6 +44,37 @@ def test_batch_contrastive_matches_loops(seed):
     assert float(loss(labels, embeddings)) == pytest.approx(brute_force(labels, embeddings, 0.2, 0.8), rel=1e-5)
 
 
+def brute_force_gradient(labels, embeddings, positive_margin, negative_margin):
+    """d(loss)/d(embeddings) of `brute_force`, pair by pair in float64: each active ordered pair
+    (a, b) weighs (e_a - e_b) / d by 1 / (its kind's active pairs), negatives with a minus."""
+    x = np.asarray(embeddings, np.float64)
+    pairs = [(a, b) for a, b in itertools.product(range(len(labels)), repeat=2) if a != b]
+    distance = {(a, b): np.linalg.norm(x[a] - x[b]) for a, b in pairs}
+    positive = [(a, b) for a, b in pairs if labels[a] == labels[b] and distance[a, b] > positive_margin]
+    negative = [(a, b) for a, b in pairs if labels[a] != labels[b] and distance[a, b] < negative_margin]
+    gradient = np.zeros_like(x)
+    for active, sign in ((positive, 1.0), (negative, -1.0)):
+        for a, b in active:
+            step = sign / len(active) * (x[a] - x[b]) / distance[a, b]
+            gradient[a] += step
+            gradient[b] -= step
+    return gradient
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batch_contrastive_gradient_matches_loops(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, 12)
+    embeddings = rng.normal(size=(12, 5)).astype("float32")
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    variable = tf.Variable(embeddings)
+    with tf.GradientTape() as tape:
+        value = BatchContrastiveLoss(positive_margin=0.2, negative_margin=0.8)(labels, variable)
+    want = brute_force_gradient(labels, embeddings, 0.2, 0.8)
+    assert np.any(want)
+    np.testing.assert_allclose(tape.gradient(value, variable).numpy(), want, rtol=1e-4, atol=1e-6)
+
+
 def test_batch_contrastive_is_zero_without_pairs_and_finite_at_duplicates():
     loss = BatchContrastiveLoss()
     # No positive pair, and every negative pair is farther than the margin (sqrt 2 > 1).
