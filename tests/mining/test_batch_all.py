@@ -69,20 +69,16 @@ def record_paths(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("sizes", CASES)
-@pytest.mark.parametrize("soft_margin", [False, True])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_sums_and_gradients_match_every_triplet(sizes, soft_margin, weighted, monkeypatch):
-    calls = record_paths(monkeypatch)
+def check_against_every_triplet(sizes, soft_margin, weighted, **keywords):
+    """The sums and their gradient against the loops and the dense B^3 form."""
     labels, embeddings = batch(sizes)
     weights = (np.random.default_rng(1).uniform(0.2, 2.0, len(labels)) if weighted
                else np.ones(len(labels))).astype("float32")
     x = tf.Variable(embeddings)
     with tf.GradientTape(persistent=True) as tape:
         distances = pairwise_distances(x)
-        # A block of 9 triplets forces several blocks, the last one partly padding.
         total, active = batch_all.batch_all_sums(distances, labels, 0.7, soft_margin,
-                                                 weights if weighted else None, max_block_triplets=9 * 9)
+                                                 weights if weighted else None, **keywords)
         dense = dense_sums(distances, labels, 0.7, soft_margin, weights)
     expected_total, expected_active = reference_sums(labels, distances.numpy(), 0.7, soft_margin, weights)
     np.testing.assert_allclose(float(total), expected_total, rtol=1e-5, atol=1e-5)
@@ -93,6 +89,15 @@ def test_sums_and_gradients_match_every_triplet(sizes, soft_margin, weighted, mo
         assert gradient is None or not np.any(gradient.numpy())
     else:
         np.testing.assert_allclose(gradient.numpy(), expected_gradient.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes", CASES)
+@pytest.mark.parametrize("soft_margin", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sums_and_gradients_match_every_triplet(sizes, soft_margin, weighted, monkeypatch):
+    calls = record_paths(monkeypatch)
+    # A block of 9 triplets forces several blocks, the last one partly padding.
+    check_against_every_triplet(sizes, soft_margin, weighted, max_block_triplets=9 * 9)
     many_positives = max(sizes) - 1 > mining.MAX_POSITIVE_SLOTS
     assert calls == [(SORTED if many_positives else COMPARED)[int(soft_margin)]]
 
@@ -163,20 +168,5 @@ def test_slot_by_slot_sums_and_gradients_match_every_triplet(sizes, weighted, mo
     dense [B, B, B] sums, through the distances of both the positives and the negatives."""
     calls = record_paths(monkeypatch)
     monkeypatch.setattr(mining, "MAX_COMPARISON_VALUES", 1)
-    labels, embeddings = batch(sizes)
-    weights = (np.random.default_rng(1).uniform(0.2, 2.0, len(labels)) if weighted
-               else np.ones(len(labels))).astype("float32")
-    x = tf.Variable(embeddings)
-    with tf.GradientTape(persistent=True) as tape:
-        distances = pairwise_distances(x)
-        total, active = batch_all.batch_all_sums(distances, labels, 0.7, False, weights if weighted else None)
-        dense = dense_sums(distances, labels, 0.7, False, weights)
-    expected_total, expected_active = reference_sums(labels, distances.numpy(), 0.7, False, weights)
-    np.testing.assert_allclose(float(total), expected_total, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(float(active), expected_active, rtol=1e-5, atol=1e-6)
-    gradient, expected_gradient = tape.gradient(total, x), tape.gradient(dense, x)
-    if expected_gradient is None:
-        assert gradient is None or not np.any(gradient.numpy())
-    else:
-        np.testing.assert_allclose(gradient.numpy(), expected_gradient.numpy(), rtol=1e-4, atol=1e-5)
+    check_against_every_triplet(sizes, False, weighted)
     assert calls == ["_hinges_by_slots"]
