@@ -6,6 +6,7 @@ from keras import ops
 from embedding_net.losses.pair_based import PairBasedLoss, masked_logsumexp
 from embedding_net.losses.reduction import mean_of_nonzero
 from embedding_net.losses.registry import register_loss
+from embedding_net.mining import rules
 
 
 @register_loss("circle", settings=("margin", "gamma", "cross_replica", "memory_size", "memory_warmup_steps"))
@@ -35,11 +36,15 @@ class CircleLoss(PairBasedLoss):
         self.margin, self.gamma = float(margin), float(gamma)
 
     def pair_loss(self, similarities, positives, negatives):
-        fixed = ops.stop_gradient(similarities)
-        positive_logits = -self.gamma * ops.relu(1.0 + self.margin - fixed) * (similarities - (1.0 - self.margin))
-        negative_logits = self.gamma * ops.relu(fixed + self.margin) * (similarities - self.margin)
-        losses = ops.softplus(masked_logsumexp(positive_logits, positives) + masked_logsumexp(negative_logits, negatives))
-        both = ops.logical_and(ops.any(positives, axis=1), ops.any(negatives, axis=1))
+        # The positives on each anchor's positive slots [B, M] (M = K - 1 in a P x K batch), not
+        # on B x B: at B = 8,192 each B x B temporary is 256 MiB, and their logits need several.
+        positive_similarities, in_use = rules.positive_slot_distances(similarities, positives)
+        positive_logits = (-self.gamma * ops.relu(1.0 + self.margin - ops.stop_gradient(positive_similarities))
+                           * (positive_similarities - (1.0 - self.margin)))
+        negative_logits = (self.gamma * ops.relu(ops.stop_gradient(similarities) + self.margin)
+                           * (similarities - self.margin))
+        losses = ops.softplus(masked_logsumexp(positive_logits, in_use) + masked_logsumexp(negative_logits, negatives))
+        both = ops.logical_and(ops.any(in_use, axis=1), ops.any(negatives, axis=1))
         return mean_of_nonzero(losses, both)
 
     def get_config(self):

@@ -5,12 +5,15 @@ temporary at B = 1024. But a triplet needs p to be a positive of a, and a P x K 
 anchor only K - 1 of them. So with M = the largest number of positives of an anchor, batches
 with M <= `mining.MAX_POSITIVE_SLOTS` (8: every P x K batch with K <= 9) compare each positive
 of an anchor with all B samples, [B, M, B] values, masked; that is the fast path for both the
-hinge and the soft margin. Batches with more positives per anchor take one of two ways:
+hinge and the soft margin, while [B, M, B] stays small (`rules.compares_positives`). Other
+batches take other ways:
 
 - The hinge `max(d(a, p) - d(a, n) + margin, 0)`: for a pair (a, p) it is non-zero for the
-  negatives of a nearer than x = d(a, p) + margin, and sums to `k x - (sum of those k
-  distances)`. With the negatives of each anchor sorted once, k is a binary search and the sum a
-  prefix sum: O(B^2 log B) time, O(B^2) memory, exact gradients. The active-triplet count of the
+  negatives of a nearer than x = d(a, p) + margin. Up to `rules.MAX_SLOT_PASSES` (32) positives
+  per anchor, one positive slot after the other (B = 8,192 in a P x K batch), with the gradient
+  in closed form. Beyond, the hinges of (a, p) sum to `k x - (sum of those k distances)`: with
+  the negatives of each anchor sorted once, k is a binary search and the sum a prefix sum,
+  O(B^2 log B) time. Both in O(B^2) memory with exact gradients; the active-triplet count of the
   collapse monitor is the same k.
 - The soft margin `log(1 + exp(d(a, p) - d(a, n)))` has no such shortcut: its triplets are formed
   for a block of anchors at a time, one block after the other; a block never holds more than B^3 / 8
@@ -122,9 +125,9 @@ def hinges_per_anchor(distances, labels, margin):
 
     With M = the largest number of positives of an anchor, batches with M <= 8 (every P x K
     batch with K <= 9) and B^2 M <= 2^26 compare each positive with every negative, [B, M, B]
-    values (`rules.compares_positives`); larger batches with M <= 8 take one positive slot at a
-    time (`_hinges_by_slots`); batches with more positives use sorted negatives and prefix sums
-    (`negatives_nearer_than`). All in O(B^2) memory.
+    values (`rules.compares_positives`); larger batches with M <= 32 take one positive slot at
+    a time (`_hinges_by_slots`, `rules.MAX_SLOT_PASSES`); batches with more positives use sorted
+    negatives and prefix sums (`negatives_nearer_than`). All in O(B^2) memory.
 
     Returns:
         `(hinge_sums, active_counts)`: float32 [B] each; the gradient flows through `hinge_sums`.
@@ -134,7 +137,7 @@ def hinges_per_anchor(distances, labels, margin):
     # The slots' way first, in the outer cond: TensorFlow cannot differentiate its custom
     # gradient inside a cond inside a cond (cond_v2 asserts on the captured tensors).
     return ops.cond(
-        ops.logical_and(ops.logical_not(compares), ops.less_equal(slots, rules.MAX_POSITIVE_SLOTS)),
+        ops.logical_and(ops.logical_not(compares), ops.less_equal(slots, rules.MAX_SLOT_PASSES)),
         lambda: _hinges_by_slots(distances, labels, margin),
         lambda: ops.cond(compares, lambda: _hinges_by_comparison(distances, labels, margin, slots),
                          lambda: _hinges_by_sorting(distances, labels, margin)),

@@ -10,8 +10,9 @@ anchor; a P x K batch has M = K - 1):
 
 - M <= 8 and B^2 M <= 2^26 (`rules.compares_positives`): every threshold against every negative
   at once, [B, M, B] masked reductions;
-- M <= 8 and larger batches: one threshold column after the other, B x B temporaries only;
-- M > 8: each anchor's negatives sorted once and binary-searched, O(B^2 log B) time.
+- larger batches with M <= 32 (`rules.MAX_SLOT_PASSES`): one threshold column after the other,
+  B x B temporaries only;
+- M > 32: each anchor's negatives sorted once and binary-searched, O(B^2 log B) time.
 
 Conventions as in `embedding_net.mining.rules`.
 """
@@ -52,7 +53,7 @@ def semi_hard_columns(distances, negatives, thresholds):
     return ops.cond(
         rules.compares_positives(distances, slots),
         lambda: _columns_by_comparison(distances, negatives, thresholds),
-        lambda: ops.cond(ops.less_equal(slots, rules.MAX_POSITIVE_SLOTS),
+        lambda: ops.cond(ops.less_equal(slots, rules.MAX_SLOT_PASSES),
                          lambda: _columns_by_slots(distances, negatives, thresholds),
                          lambda: _columns_by_sorting(distances, negatives, thresholds)),
     )

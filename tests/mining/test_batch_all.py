@@ -51,7 +51,7 @@ CASES = [
     pytest.param((3, 5, 1, 2, 6), id="uneven-with-singleton"),
     pytest.param((7,), id="one-class"),
     pytest.param((1, 1, 1), id="singletons"),
-    # More than 8 positives per anchor: the sorting and block paths.
+    # More than 8 positives per anchor: the hinge slot by slot, the soft margin in blocks.
     pytest.param((10, 3, 1, 4), id="ten-of-a-class"),
     pytest.param((12,), id="one-class-of-12"),
 ]
@@ -98,8 +98,9 @@ def test_sums_and_gradients_match_every_triplet(sizes, soft_margin, weighted, mo
     calls = record_paths(monkeypatch)
     # A block of 9 triplets forces several blocks, the last one partly padding.
     check_against_every_triplet(sizes, soft_margin, weighted, max_block_triplets=9 * 9)
+    # More positives than the comparison takes: the hinge goes slot by slot, the soft margin in blocks.
     many_positives = max(sizes) - 1 > mining.MAX_POSITIVE_SLOTS
-    assert calls == [(SORTED if many_positives else COMPARED)[int(soft_margin)]]
+    assert calls == [(("_hinges_by_slots", "_soft_margin_sums") if many_positives else COMPARED)[int(soft_margin)]]
 
 
 @pytest.mark.parametrize("sizes", [(5, 6, 4, 3), (11, 6, 4)], ids=["few-positives", "many-positives"])
@@ -145,28 +146,30 @@ def test_blocks_hold_at_most_an_eighth_of_the_triplets_and_the_cap(batch_size, r
     assert rows == 1 or rows * batch_size ** 2 <= batch_all.MAX_BLOCK_TRIPLETS
 
 
-@pytest.mark.parametrize("slots_limit, way", [(8, "_hinges_by_slots"), (1, "_hinges_by_sorting")])
+@pytest.mark.parametrize("slots_limit, way", [(32, "_hinges_by_slots"), (1, "_hinges_by_sorting")])
 def test_a_batch_too_large_to_compare_takes_an_o_b2_way(slots_limit, way, monkeypatch):
     # As if B were thousands: [B, M, B] above MAX_COMPARISON_VALUES goes slot by slot while
-    # anchors have few positives (a P x K batch at B = 8,192), else sorts.
+    # anchors have up to MAX_SLOT_PASSES positives (a P x K batch at B = 8,192), else sorts.
     labels, embeddings = batch((4, 4, 4, 4))
     distances = pairwise_distances(embeddings)
     compared = [t.numpy() for t in batch_all.hinges_per_anchor(distances, labels, 0.5)]
     calls = record_paths(monkeypatch)
     monkeypatch.setattr(mining, "MAX_COMPARISON_VALUES", len(labels) ** 2)
-    monkeypatch.setattr(mining, "MAX_POSITIVE_SLOTS", slots_limit)
+    monkeypatch.setattr(mining, "MAX_SLOT_PASSES", slots_limit)
     other = [t.numpy() for t in batch_all.hinges_per_anchor(distances, labels, 0.5)]
     assert calls == [way]
     np.testing.assert_allclose(other[0], compared[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(other[1], compared[1])
 
 
-@pytest.mark.parametrize("sizes", [s for s in CASES if max(s.values[0]) - 1 <= 8])
+@pytest.mark.parametrize("sizes", CASES)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_slot_by_slot_sums_and_gradients_match_every_triplet(sizes, weighted, monkeypatch):
-    """The closed-form gradient of `_hinges_by_slots` against automatic differentiation of the
-    dense [B, B, B] sums, through the distances of both the positives and the negatives."""
+@pytest.mark.parametrize("slot_passes, way", [(32, "_hinges_by_slots"), (0, "_hinges_by_sorting")])
+def test_large_batch_ways_match_every_triplet(sizes, weighted, slot_passes, way, monkeypatch):
+    """The hinge's ways for batches too large to compare, slot by slot (its gradient in closed
+    form) and sorting, against the loops and automatic differentiation of the dense B^3 sums."""
     calls = record_paths(monkeypatch)
     monkeypatch.setattr(mining, "MAX_COMPARISON_VALUES", 1)
+    monkeypatch.setattr(mining, "MAX_SLOT_PASSES", slot_passes)
     check_against_every_triplet(sizes, False, weighted)
-    assert calls == ["_hinges_by_slots"]
+    assert calls == [way]

@@ -54,13 +54,13 @@ def test_each_way_picks_the_rule_s_negative(way, tied):
     assert checked > 60
 
 
-@pytest.mark.parametrize("limits, way", [((2 ** 26, 8), "_columns_by_comparison"), ((1, 8), "_columns_by_slots"),
+@pytest.mark.parametrize("limits, way", [((2 ** 26, 32), "_columns_by_comparison"), ((1, 32), "_columns_by_slots"),
                                          ((1, 1), "_columns_by_sorting")])
 def test_the_batch_s_shape_picks_the_way(limits, way, monkeypatch):
-    """Small batches compare at once; larger ones with few positives per anchor go slot by slot
-    (B = 8,192 in a P x K batch); many positives per anchor sort."""
+    """Small batches compare at once; larger ones with up to 32 positives per anchor go slot by
+    slot (B = 8,192 in a P x K batch); more positives per anchor sort."""
     monkeypatch.setattr(rules, "MAX_COMPARISON_VALUES", limits[0])
-    monkeypatch.setattr(rules, "MAX_POSITIVE_SLOTS", limits[1])
+    monkeypatch.setattr(rules, "MAX_SLOT_PASSES", limits[1])
     calls = []
     for name in WAYS:
         original = getattr(semi_hard, name)
@@ -84,7 +84,7 @@ def test_the_loss_gradient_is_the_same_whichever_way_chose(monkeypatch):
     compared = value_and_gradient()
     monkeypatch.setattr(rules, "MAX_COMPARISON_VALUES", 1)  # as if B were thousands
     by_slots = value_and_gradient()
-    monkeypatch.setattr(rules, "MAX_POSITIVE_SLOTS", 1)  # as if K were large
+    monkeypatch.setattr(rules, "MAX_SLOT_PASSES", 1)  # as if K were large
     by_sorting = value_and_gradient()
     assert compared[0] > 0 and np.any(compared[1])
     for other in (by_slots, by_sorting):
