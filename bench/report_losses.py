@@ -38,10 +38,13 @@ def loss_memory_section(data, path):
 
     rows = [[name] + [cell(cells[str(b)]) if str(b) in cells else "-" for b in batches]
             for name, cells in data["losses"].items()]
-    return ["## Losses: peak memory at large batches", "", _host(data, path), "",
+    folded = data.get("labels") == "folded"
+    title = "## Losses: peak memory at large batches" + (", labels folded modulo the centres" if folded else "")
+    return [title, "", _host(data, path), "",
             f"`python bench/loss_memory.py`: the loss and its gradient with respect to random unit embeddings "
             f"(dimension {data['dim']}; {data['centres']} class centres for the proxy losses), "
-            + ("every loss on the batch's labels modulo the centres, " if data.get("labels") == "folded" else
+            + ("every loss on the batch's labels modulo the centres (`--fold-all`: at 8,192, 48 classes have 12 "
+               "images, so anchors have up to 11 positives), " if folded else
                "P x K labels (K = 4) for the pair losses, " if data.get("labels") == "p_by_k" else "")
             + "MiB above the inputs, "
             f"the largest of {data.get('repeats', 1)} processes; goal: within {data['goal_bytes'] / 2 ** 30:g} GiB.",
