@@ -22,7 +22,9 @@ batches take other ways:
   keep every block for the backward pass, which is the B^3 again.
 
 The values and the valid mask are those of `mining.batch_all_triplet_values`; tests compare
-both ways with it. Sample weights weigh a triplet by the weight of its anchor.
+every way with it. (The slot and sorting ways test d(a, n) < d(a, p) + margin, which float32
+rounding can tell apart from d(a, p) - d(a, n) + margin > 0 at the boundary itself, where the
+hinge is a few 1e-8: the active count may then differ by one.) Sample weights weigh a triplet by the weight of its anchor.
 """
 
 from keras import ops

@@ -59,6 +59,12 @@ def semi_hard_columns(distances, negatives, thresholds):
     )
 
 
+# What masked entries become before an argmin or a sort: no gradient flows here, so +inf is safe,
+# where `rules._never_wins_min` (the largest distance + 1) rounds back to that distance once
+# distances reach 2^24 and would tie with it.
+_BEYOND = float("inf")
+
+
 def _farthest(distances, negatives):
     """Per anchor, the column of its farthest negative (any column when it has none)."""
     return ops.cast(ops.argmax(ops.where(negatives, distances, -1.0), axis=1), "int32")
@@ -67,17 +73,16 @@ def _farthest(distances, negatives):
 def _columns_by_comparison(distances, negatives, thresholds):
     to_all = distances[:, None, :]  # [B, 1, B]
     farther = ops.logical_and(negatives[:, None, :], ops.greater(to_all, thresholds[:, :, None]))
-    nearest_farther = ops.cast(ops.argmin(ops.where(farther, to_all, rules._never_wins_min(distances)), axis=2), "int32")
+    nearest_farther = ops.cast(ops.argmin(ops.where(farther, to_all, _BEYOND), axis=2), "int32")
     return ops.where(ops.any(farther, axis=2), nearest_farther, _farthest(distances, negatives)[:, None])
 
 
 def _columns_by_slots(distances, negatives, thresholds):
-    beyond = rules._never_wins_min(distances)
     farthest = _farthest(distances, negatives)
 
     def column(carry, slot):
         farther = ops.logical_and(negatives, ops.greater(distances, ops.take(thresholds, slot, axis=1)[:, None]))
-        nearest_farther = ops.cast(ops.argmin(ops.where(farther, distances, beyond), axis=1), "int32")
+        nearest_farther = ops.cast(ops.argmin(ops.where(farther, distances, _BEYOND), axis=1), "int32")
         return carry, ops.where(ops.any(farther, axis=1), nearest_farther, farthest)
 
     # ops.scan runs one slot after the other (its TensorFlow loop allows one iteration in flight),
@@ -89,7 +94,7 @@ def _columns_by_slots(distances, negatives, thresholds):
 def _columns_by_sorting(distances, negatives, thresholds):
     # Negatives nearest first, non-negatives last; the number of negatives of a at distance
     # <= d(a, p) is then the position of the first one farther away.
-    negative_distances = ops.where(negatives, distances, rules._never_wins_min(distances))
+    negative_distances = ops.where(negatives, distances, _BEYOND)
     order = ops.cast(ops.argsort(negative_distances, axis=1), "int32")
     sorted_negatives = rules.take_per_row(negative_distances, order)
     farther_index = ops.cast(ops.vectorized_map(

@@ -167,4 +167,8 @@ def test_gradient_matches_reference(distance):
             total = tf.reduce_sum(tf.constant(weights) * tf.convert_to_tensor(pairwise_distances(variable, distance)))
         got = tape.gradient(total, variable).numpy()
         want = reference_gradient(x, weights, distance)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+        # The zero row's cosine gradient is ~1e6 (the clamp): compared on its own, so that its
+        # scale does not set the tolerance of the other rows.
+        others = np.arange(len(x)) != 7
+        np.testing.assert_allclose(got[others], want[others], rtol=1e-4, atol=1e-5 * np.abs(want[others]).max())
+        np.testing.assert_allclose(got[7], want[7], rtol=1e-4, atol=1e-5 * max(np.abs(want[7]).max(), 1.0))

@@ -54,6 +54,23 @@ def test_each_way_picks_the_rule_s_negative(way, tied):
     assert checked > 60
 
 
+@pytest.mark.parametrize("way", WAYS)
+def test_each_way_with_huge_distances_and_without_negatives(way):
+    """Distances of 2^25 (squared euclidean on large raw embeddings), where the largest distance
+    + 1 rounds back to the largest, and an anchor whose batch holds no negative."""
+    labels = np.array([0, 0, 1, 2], dtype="int32")
+    distances = np.array([[0, 1, 3, 2 ** 25], [1, 0, 4, 6], [3, 4, 0, 7], [2 ** 25, 6, 7, 0]], dtype="float32")
+    thresholds = ops.convert_to_tensor(np.array([[5.0], [1.0], [0.0], [0.0]], dtype="float32"))
+    chosen = np.asarray(getattr(semi_hard, way)(ops.convert_to_tensor(distances), rules.negative_mask(labels),
+                                                thresholds))
+    assert chosen[0, 0] == 3  # the only negative farther than 5, at 2^25
+    assert chosen[1, 0] == 2  # nearest farther than 1: d = 4
+    lonely = np.zeros(3, dtype="int32")  # one class: no negative at all
+    columns = np.asarray(getattr(semi_hard, way)(ops.convert_to_tensor(distances[:3, :3]),
+                                                 rules.negative_mask(lonely), thresholds[:3]))
+    assert columns.shape == (3, 1) and np.all((columns >= 0) & (columns < 3))
+
+
 @pytest.mark.parametrize("limits, way", [((2 ** 26, 32), "_columns_by_comparison"), ((1, 32), "_columns_by_slots"),
                                          ((1, 1), "_columns_by_sorting")])
 def test_the_batch_s_shape_picks_the_way(limits, way, monkeypatch):
