@@ -68,7 +68,7 @@ def hardest_negative(distances, negatives):
 
 
 # Up to this many positives per anchor, semi-hard and batch-all mining compare every negative
-# with every positive ([B, M, B], at most 8 B^2 values) instead of sorting: a P x K batch has K - 1.
+# with every positive at once ([B, M, B], at most 8 B^2 values): a P x K batch has K - 1.
 MAX_POSITIVE_SLOTS = 8
 # ... and only while [B, M, B] stays under this many values (256 MiB of float32): at B = 8,192 a
 # temporary would be 768 MiB with M = 3, so large batches go one positive slot at a time instead.

@@ -39,12 +39,6 @@ def semi_hard_negative(distances, positives, negatives):
     return chosen, ops.any(negatives, axis=1)
 
 
-def semi_hard_choice(distances, negatives, thresholds):
-    """The rule for each anchor a and each threshold d(a, p) of `thresholds` [B, M]: the chosen
-    d(a, n), [B, M], differentiable in `distances` through the gathered entries only."""
-    return rules.take_per_row(distances, semi_hard_columns(distances, negatives, thresholds))
-
-
 def semi_hard_columns(distances, negatives, thresholds):
     """The column n of the chosen negative for each anchor a and threshold of `thresholds`
     [B, M]: int32 [B, M], in O(B^2) memory whatever B and M (see the module docstring)."""
@@ -110,7 +104,8 @@ def _columns_by_sorting(distances, negatives, thresholds):
 def _semi_hard_by_comparison(distances, positives, negatives, slots):
     """`semi_hard_negative` for few positives per anchor: [B, M, B] masked reductions."""
     columns, in_use = rules.positive_slots(positives, slots)
-    chosen = semi_hard_choice(distances, negatives, rules.take_per_row(distances, columns))  # [B, M]
+    fixed = ops.stop_gradient(distances)
+    chosen = rules.take_per_row(distances, _columns_by_comparison(fixed, negatives, rules.take_per_row(fixed, columns)))
     # Back to the [B, B] layout: entry (a, columns[a, m]) gets chosen[a, m].
     placed = ops.one_hot(columns, ops.shape(distances)[0]) * ops.cast(in_use, "float32")[:, :, None]
     return ops.sum(placed * chosen[:, :, None], axis=1)
