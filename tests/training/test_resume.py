@@ -33,19 +33,19 @@ def read_history(run_dir):
 # The triplet generator mines with the live model a few prefetched batches ahead, so its runs
 # are not bit-reproducible: for it the test checks the epochs, not the losses.
 ARCHITECTURES = [
-    pytest.param((), True, id="in_batch"),
-    pytest.param(("model.architecture=triplet", "data.batch_size=8"), False, id="triplet_generator"),
+    pytest.param((), True, "val", id="in_batch"),
+    pytest.param(("model.architecture=triplet", "data.batch_size=8"), False, "val", id="triplet_generator"),
     # The proxies live in the training model: its backup holds them and their optimizer state.
     pytest.param(("loss.name=proxy_anchor", "loss.mining=null", "loss.margin=null", "loss.distance=cosine"), True,
-                 id="proxy_anchor"),
+                 "train_loss", id="proxy_anchor"),  # its centres cannot score the new val characters
     # The cross-batch memory is in the training model's weights: the backup restores its queue.
-    pytest.param(("loss.memory_size=32",), True, id="cross_batch_memory"),
+    pytest.param(("loss.memory_size=32",), True, "val", id="cross_batch_memory"),
 ]
 
 
-@pytest.mark.parametrize("extra, reproducible", ARCHITECTURES)
+@pytest.mark.parametrize("extra, reproducible, selection", ARCHITECTURES)
 def test_sigkill_then_the_same_command_resumes_and_matches_an_uninterrupted_run(
-        omniglot_subset, tmp_path, extra, reproducible):
+        omniglot_subset, tmp_path, extra, reproducible, selection):
     command = train_command(omniglot_subset, tmp_path, "killed", extra)
     run_dir = tmp_path / "killed"
     metadata = run_dir / "backup" / "training_metadata.json"
@@ -78,6 +78,8 @@ def test_sigkill_then_the_same_command_resumes_and_matches_an_uninterrupted_run(
     history = read_history(run_dir)
     assert [int(row["epoch"]) for row in history] == [0, 1, 2, 3]  # no epoch twice, none lost
     assert not (run_dir / "backup").exists()  # removed once training finished
+    with open(run_dir / "metrics.json") as handle:
+        assert json.load(handle)["checkpoint_selection"] == selection
     if not reproducible:
         return
     straight = run(train_command(omniglot_subset, tmp_path, "straight", extra))
