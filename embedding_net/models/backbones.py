@@ -88,6 +88,19 @@ def build_backbone(name, input_shape, weights=None):
     return spec.builder(tuple(input_shape), weights)
 
 
+def fan_in_uniform():
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for convolutions and dense layers
+    (kaiming_uniform with a = sqrt(5)), for layers whose scale the network then removes.
+
+    Batch normalisation after a convolution, and unit length after the projection, make the
+    output blind to the weights' scale, but Adam moves every weight by about the learning rate
+    whatever its size: smaller weights turn faster. Keras' glorot_uniform starts conv4's 3 x 3
+    x 64 kernels 1.7x larger, and conv4 learned slower with it: after 3,000 Omniglot steps at a
+    constant rate, Proxy Anchor reached MAP@R 0.429 with glorot_uniform and 0.444 with this
+    (README, "The losses, number for number")."""
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
 @register_backbone("conv4", preprocessing="unit", min_input_size=16)
 def conv4(input_shape, weights=None):
     """Four blocks of conv3x3-64, batch norm, ReLU and 2x2 max-pooling (Vinyals et al. 2016),
@@ -99,7 +112,8 @@ def conv4(input_shape, weights=None):
     inputs = keras.Input(input_shape)
     x = inputs
     for block in range(4):
-        x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False, name=f"block{block + 1}_conv")(x)
+        x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False, kernel_initializer=fan_in_uniform(),
+                                name=f"block{block + 1}_conv")(x)
         x = BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{block + 1}_bn")(x)
         x = keras.layers.ReLU(name=f"block{block + 1}_relu")(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{block + 1}_pool")(x)

@@ -5,7 +5,7 @@ import os
 import keras
 
 from embedding_net.errors import ModelFileError
-from embedding_net.models.backbones import build_backbone, get_backbone
+from embedding_net.models.backbones import build_backbone, fan_in_uniform, get_backbone
 from embedding_net.models.layers import GeneralizedMeanPooling, ImagePreprocessing, L2Normalization
 
 POOLINGS = ("avg", "max", "gem")
@@ -66,7 +66,7 @@ def build_embedding_model(
         x = keras.layers.GlobalMaxPooling2D(name="pooling")(x)
     else:
         x = GeneralizedMeanPooling(name="pooling")(x)
-    x = keras.layers.Dense(embedding_size, name="projection")(x)
+    x = keras.layers.Dense(embedding_size, kernel_initializer=fan_in_uniform(), name="projection")(x)
     outputs = L2Normalization(name="l2_normalization")(x)
     model = keras.Model(inputs, outputs, name=name)
     if weights_file is not None:

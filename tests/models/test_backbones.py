@@ -165,3 +165,22 @@ def test_simple_minimum_input_is_65():
     # The registry's limit is the architecture's: at 64 px the last 4x4 convolution meets a 3x3 map.
     with pytest.raises(ValueError, match="zero or negative"):
         spec.builder((64, 64, 1))
+
+
+# ----------------------------------------------------------------------------- conv4
+
+
+def test_conv4_and_the_projection_start_from_fan_in_uniform_weights():
+    # U(+-1/sqrt(fan_in)), PyTorch's default: every draw within the bound, and the spread of a
+    # uniform (bound / sqrt(3)), where Keras' glorot_uniform would give 1.7x larger kernels.
+    keras.utils.set_random_seed(0)
+    model = build_embedding_model("conv4", (28, 28, 1), embedding_size=128)
+    tower = model.get_layer("conv4")
+    kernels = [layer.kernel for layer in tower.layers if isinstance(layer, keras.layers.Conv2D)]
+    kernels.append(model.get_layer("projection").kernel)
+    assert [tuple(k.shape) for k in kernels] == [(3, 3, 1, 64)] + [(3, 3, 64, 64)] * 3 + [(64, 128)]
+    for kernel in kernels:
+        values = keras.ops.convert_to_numpy(kernel)
+        bound = 1.0 / np.sqrt(np.prod(values.shape[:-1]))
+        assert np.abs(values).max() <= bound
+        assert np.std(values) == pytest.approx(bound / np.sqrt(3.0), rel=0.08)
