@@ -90,7 +90,7 @@ def main():
         entry = result["rows"].setdefault(row, {"loss": loss, "steps": args.steps, "overrides": args.set})
         started = time.time()
         if args.only in (None, "ours"):
-            entry["ours"] = ours(loss, args.steps, args.set, args.work_dir)
+            entry["ours"] = {**ours(loss, args.steps, args.set, args.work_dir), "revision": lib.code_revision()}
         if args.only in (None, "peer"):
             entry["peer"] = peer(loss, args.steps, args.peer_python, args.omniglot)
         entry["machine"] = lib.host_info()

@@ -58,14 +58,17 @@ def losses_section(data, path):
             return ["-"] * 3
         return [fmt(side["official_oneshot"], 1, True), fmt(side["episodes_20way"], 1, True), fmt(side["map_at_r"], 3)]
 
-    rows = [[name, fmt(entry["steps"]), *cells(entry.get("ours")), *cells(entry.get("peer"))]
-            for name, entry in data["rows"].items()]
+    rows = [[name, fmt(entry["steps"]), *cells(entry.get("ours")), (entry.get("ours") or {}).get("revision") or "-",
+             *cells(entry.get("peer"))] for name, entry in data["rows"].items()]
     first = next(iter(data["rows"].values()), {})
     return ["## Losses: ours against PML's same loss after the same steps", "", _host(first, path), "",
             "`python bench/losses.py`: our shipped `configs/omniglot_<loss>.yml` against "
             "`../shared/bench/peer_pml.py` with the same PML loss and settings (conv4 28 px, embedding 128, batch "
-            "32 x 4, Adam 1e-3); official 20-way one-shot (400 trials), 1,000 random 20-way episodes, MAP@R.", "",
-            markdown_table(["loss", "steps", "ours: official", "20-way", "MAP@R", "PML: official", "20-way", "MAP@R"],
+            "32 x 4, Adam 1e-3); official 20-way one-shot (400 trials), 1,000 random 20-way episodes, MAP@R. "
+            "`ours' code`: the commit our side ran; \"-\" marks rows measured before it was recorded (before "
+            "83bb5b8: Keras' glorot initialisation, dark ink on white).", "",
+            markdown_table(["loss", "steps", "ours: official", "20-way", "MAP@R", "ours' code", "PML: official",
+                            "20-way", "MAP@R"],
                            rows), ""]
 
 

@@ -40,6 +40,23 @@ def host_info():
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def code_revision():
+    """The commit our side ran (short hash), with "+changes" when the library or the configs
+    differed from it; None outside a git checkout. Results measured before a change in training
+    then say so row by row."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        changed = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", "embedding_net"],
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if changed.stdout.strip() else "")
+
+
 def ml_versions():
     """Versions in this interpreter (imports TensorFlow: call in workers only)."""
     import keras
