@@ -141,10 +141,6 @@ def _run(config, strategy):
     with strategy.scope():
         model = _build_model(config)
         setup = _compiled_setup(config, model, training_set, validation_set, resumed)
-    if setup.val_data is None and config.train.validation_steps:
-        # A proxy loss cannot score classes without a centre (Omniglot's new characters):
-        # `_fit` then keeps the epoch of the lowest training loss, and metrics.json says so.
-        selection = "train_loss"
     view_folder = splits[view_folder_split(config, splits)][0]
     tsne_indices = tsne_subsample(view_folder.labels, config.evaluation.tsne_max_points,
                                   config.evaluation.tsne_max_classes, config.train.seed)
@@ -164,8 +160,8 @@ def _run(config, strategy):
     # Embedding and evaluation on the chief alone, with a model outside the strategy.
     model = _local_copy(config, model)
     return finish_run(config, model, _float32_copy(config, model), splits, training_set, tsne_indices,
-                      {"train_seconds": train_seconds, "selection": selection, "plot_seconds": plot_seconds,
-                       "tsne_seconds": tsne_seconds})
+                      {"train_seconds": train_seconds, "plot_seconds": plot_seconds, "tsne_seconds": tsne_seconds,
+                       "selection": setup.selection(selection, config.train.validation_steps)})
 
 
 def _load_data(config):

@@ -66,6 +66,12 @@ class TrainingSetup(typing.NamedTuple):
     train_data: object
     val_data: object
 
+    def selection(self, planned, validation_steps):
+        """What chooses the checkpoint: `planned` (from `selection_split`), unless validation was
+        asked for and this setup has no batches for it (a proxy loss cannot score classes without
+        a centre, such as Omniglot's new characters): then the lowest training loss chooses."""
+        return "train_loss" if self.val_data is None and validation_steps else planned
+
 
 def build_training_setup(config, model, training_set, validation_set, start_batch=0):
     """The training model, loss, metrics and data of `model.architecture` and `loss.name`.
