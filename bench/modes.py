@@ -5,6 +5,9 @@ Each config trains for `--epochs` x `--steps` optimizer steps (the batch of ever
 trials), the random 20-way / 5-way episodes and MAP@R on the evaluation characters.
 
     python bench/modes.py --epochs 3 --steps 200 --output bench/results/modes.json
+
+Rows are merged into the output file by config name, each with the commit it ran and the machine,
+so a rerun of some configs keeps the others (and the file's `sweeps` and `note`).
 """
 
 import argparse
@@ -16,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import lib  # noqa: E402
 from embedding_net.training import runner as training  # noqa: E402
 from embedding_net.atomic import atomic_write_text  # noqa: E402
 from embedding_net.config.loading import load_config  # noqa: E402
@@ -36,7 +40,14 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="an override applied to every config")
     args = parser.parse_args()
-    results = {}
+    report = {"epochs": args.epochs, "steps_per_epoch": args.steps, "results": {}}
+    if os.path.exists(args.output):
+        with open(args.output) as handle:
+            report = json.load(handle)
+        if (report["epochs"], report["steps_per_epoch"]) != (args.epochs, args.steps):
+            sys.exit(f"error: {args.output} holds {report['epochs']} x {report['steps_per_epoch']} steps, "
+                     f"not {args.epochs} x {args.steps}: choose another --output")
+    results, ran = report["results"], []
     for path in args.configs:
         name = os.path.basename(path)[:-4]
         config = load_config(path, [
@@ -46,14 +57,15 @@ def main():
         started = time.time()
         metrics = training.run(config)
         results[name] = {key: metrics.get(key) for key in KEYS}
-        results[name]["wall_seconds"] = round(time.time() - started, 1)
+        results[name].update(wall_seconds=round(time.time() - started, 1), revision=lib.code_revision(),
+                             overrides=args.set, machine=lib.host_info())
+        ran.append(name)
         print(name, json.dumps(results[name]), flush=True)
-    report = {"epochs": args.epochs, "steps_per_epoch": args.steps, "results": results}
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
+        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+        atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
     print("\n| config | one-shot (400) | 20-way episodes | 5-way episodes | MAP@R | train s |")
     print("|---|---|---|---|---|---|")
-    for name, row in results.items():
+    for name, row in ((name, results[name]) for name in ran):
         print(f"| {name} | {row['oneshot_accuracy']:.1%} | {row['episodes_20way_1shot']:.1%} "
               f"± {row['episodes_20way_1shot_ci95']:.1%} | {row['episodes_5way_1shot']:.1%} "
               f"± {row['episodes_5way_1shot_ci95']:.1%} | {row['map_at_r']:.3f} | {row['train_seconds']} |")
