@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+import yaml
+
 import lib
 
 NAME = "losses"
@@ -48,8 +50,10 @@ def peer(loss, steps, peer_python, omniglot):
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "peer.json")
         common = ["--omniglot", omniglot, "--steps", str(steps), "--embedding", "128", "--json-out", out]
-        if loss == "triplet":  # peer_pml.py's own loss: semi-hard triplets, margin 0.2
-            command = [peer_python, lib.DEFAULT_PEER_SCRIPT, *common]
+        if loss == "triplet":  # peer_pml.py's own loss, semi-hard triplets, at our config's margin
+            with open(os.path.join(lib.REPO, "configs", "omniglot.yml")) as handle:
+                margin = yaml.safe_load(handle)["loss"]["margin"]
+            command = [peer_python, lib.DEFAULT_PEER_SCRIPT, *common, "--margin", str(margin)]
         else:
             command = [peer_python, os.path.join(lib.BENCH, "lib", "peer_losses.py"), "--loss", loss, "--", *common]
         rc, stdout, stderr, wall, _, _ = lib.run_subprocess(command, timeout=6 * 3600)
