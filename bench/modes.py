@@ -7,7 +7,10 @@ trials), the random 20-way / 5-way episodes and MAP@R on the evaluation characte
     python bench/modes.py --epochs 3 --steps 200 --output bench/results/modes.json
 
 Rows are merged into the output file by config name, each with the commit it ran and the machine,
-so a rerun of some configs keeps the others (and the file's `sweeps` and `note`).
+so a rerun of some configs keeps the others (and the file's `note`). With `--set` they go to its
+`sweeps`, named `<config>: <overrides>`:
+
+    python bench/modes.py --configs configs/omniglot_arcface.yml --set loss.proxy_lr_multiplier=10
 """
 
 import argparse
@@ -47,9 +50,9 @@ def main():
         if (report["epochs"], report["steps_per_epoch"]) != (args.epochs, args.steps):
             sys.exit(f"error: {args.output} holds {report['epochs']} x {report['steps_per_epoch']} steps, "
                      f"not {args.epochs} x {args.steps}: choose another --output")
-    results, ran = report["results"], []
+    results, ran = report.setdefault("sweeps", {}) if args.set else report["results"], []
     for path in args.configs:
-        name = os.path.basename(path)[:-4]
+        name = os.path.basename(path)[:-4] + (f": {' '.join(args.set)}" if args.set else "")
         config = load_config(path, [
             f"train.epochs={args.epochs}", f"train.steps_per_epoch={args.steps}", "train.verbose=0",
             "evaluation.plots=false", f"output.work_dir={args.work_dir}",
