@@ -9,8 +9,9 @@ peer_pml.py builds `losses.TripletMarginLoss(...)` and `miners.TripletMarginMine
 `main` runs, with the chosen loss (PML's defaults, the same as our configs') and its miner, or
 a miner that selects nothing (None: the loss takes every pair). The proxies of Proxy Anchor,
 CosFace and ArcFace join the optimizer as a second parameter group at their learning-rate
-multiplier (Proxy Anchor 100, as its paper and ours). Prints peer_pml.py's JSON (its `loss` and
-`miner` fields still say triplet: the line starting [peer_losses] says what ran).
+multiplier (Proxy Anchor 100, as its paper and ours; CosFace and ArcFace 10, as our configs).
+Prints peer_pml.py's JSON (its `loss` and `miner` fields still say triplet: the line starting
+[peer_losses] says what ran).
 """
 
 import argparse
@@ -29,8 +30,8 @@ LOSSES = {
     "supcon": ("SupConLoss", {"temperature": 0.05}, None, None),
     "circle": ("CircleLoss", {"m": 0.4, "gamma": 80.0}, None, None),
     "proxy_anchor": ("ProxyAnchorLoss", {"margin": 0.1, "alpha": 32.0}, None, 100.0),
-    "cosface": ("CosFaceLoss", {"margin": 0.1, "scale": 16.0}, None, 1.0),  # configs/omniglot_cosface.yml's
-    "arcface": ("ArcFaceLoss", {"margin": math.degrees(0.1), "scale": 16.0}, None, 1.0),  # omniglot_arcface.yml's
+    "cosface": ("CosFaceLoss", {"margin": 0.1, "scale": 16.0}, None, 10.0),  # configs/omniglot_cosface.yml's
+    "arcface": ("ArcFaceLoss", {"margin": math.degrees(0.1), "scale": 16.0}, None, 10.0),  # omniglot_arcface.yml's
 }
 
 
