@@ -22,19 +22,22 @@ import sys
 import tempfile
 import time
 
-import yaml
-
 import lib
+from embedding_net.config.loading import load_config  # no TensorFlow: the driver stays light
 
 NAME = "losses"
 PEER_LOSSES = ("multi_similarity", "supcon", "circle", "proxy_anchor", "cosface", "arcface")
 
 
+def config_path(loss):
+    """Our shipped config of `loss`."""
+    return os.path.join(lib.REPO, "configs", "omniglot.yml" if loss == "triplet" else f"omniglot_{loss}.yml")
+
+
 def ours(loss, steps, overrides, work_dir):
-    from embedding_net.config.loading import load_config
     from embedding_net.training import runner
 
-    path = os.path.join(lib.REPO, "configs", "omniglot.yml" if loss == "triplet" else f"omniglot_{loss}.yml")
+    path = config_path(loss)
     per_epoch = load_config(path).train.steps_per_epoch
     if steps % per_epoch:
         sys.exit(f"error: --steps must be a multiple of the config's train.steps_per_epoch ({per_epoch})")
@@ -51,8 +54,7 @@ def peer(loss, steps, peer_python, omniglot):
         out = os.path.join(folder, "peer.json")
         common = ["--omniglot", omniglot, "--steps", str(steps), "--embedding", "128", "--json-out", out]
         if loss == "triplet":  # peer_pml.py's own loss, semi-hard triplets, at our config's margin
-            with open(os.path.join(lib.REPO, "configs", "omniglot.yml")) as handle:
-                margin = yaml.safe_load(handle)["loss"]["margin"]
+            margin = load_config(config_path("triplet")).loss.margin
             command = [peer_python, lib.DEFAULT_PEER_SCRIPT, *common, "--margin", str(margin)]
         else:
             command = [peer_python, os.path.join(lib.BENCH, "lib", "peer_losses.py"), "--loss", loss, "--", *common]

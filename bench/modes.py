@@ -43,6 +43,7 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="an override applied to every config")
     args = parser.parse_args()
+    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     report = {"epochs": args.epochs, "steps_per_epoch": args.steps, "results": {}}
     if os.path.exists(args.output):
         with open(args.output) as handle:
@@ -50,7 +51,8 @@ def main():
         if (report["epochs"], report["steps_per_epoch"]) != (args.epochs, args.steps):
             sys.exit(f"error: {args.output} holds {report['epochs']} x {report['steps_per_epoch']} steps, "
                      f"not {args.epochs} x {args.steps}: choose another --output")
-    results, ran = report.setdefault("sweeps", {}) if args.set else report["results"], []
+    results = report.setdefault("sweeps", {}) if args.set else report["results"]
+    ran = []
     for path in args.configs:
         name = os.path.basename(path)[:-4] + (f": {' '.join(args.set)}" if args.set else "")
         config = load_config(path, [
@@ -64,11 +66,11 @@ def main():
                              overrides=args.set, machine=lib.host_info())
         ran.append(name)
         print(name, json.dumps(results[name]), flush=True)
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
         atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
     print("\n| config | one-shot (400) | 20-way episodes | 5-way episodes | MAP@R | train s |")
     print("|---|---|---|---|---|---|")
-    for name, row in ((name, results[name]) for name in ran):
+    for name in ran:
+        row = results[name]
         print(f"| {name} | {row['oneshot_accuracy']:.1%} | {row['episodes_20way_1shot']:.1%} "
               f"± {row['episodes_20way_1shot_ci95']:.1%} | {row['episodes_5way_1shot']:.1%} "
               f"± {row['episodes_5way_1shot_ci95']:.1%} | {row['map_at_r']:.3f} | {row['train_seconds']} |")
